@@ -1,0 +1,183 @@
+"""Read and write 3D scans with their geometry: NIfTI through nibabel, other ITK formats through SimpleITK.
+
+Every volume travels as a `Volume`: the voxel array in file order (i, j, k) plus the 4x4 affine
+that maps voxel indices to RAS+ millimetres (the NIfTI convention). ITK files store an LPS
+origin and direction; they are converted on the way in and out, so any output can be written
+back onto the scan's native grid and orientation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+ITK_ENDINGS = (".mha", ".mhd", ".nrrd", ".nhdr")
+SUPPORTED_ENDINGS = NIFTI_ENDINGS + ITK_ENDINGS
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class UnreadableImage(Exception):
+    """A file that exists but cannot be read as an image (truncated, wrong format, empty)."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file says about its grid, read without loading the voxels."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    dtype: np.dtype
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return spacing_of(self.affine)
+
+    @property
+    def axcodes(self) -> str:
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D array in file voxel order and the affine from voxel indices to RAS+ mm."""
+
+    data: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return spacing_of(self.affine)
+
+    @property
+    def axcodes(self) -> str:
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def with_data(self, data: np.ndarray) -> Volume:
+        """The same grid holding other voxels (e.g. a mask of this scan)."""
+        if data.shape[:3] != self.data.shape[:3]:
+            raise ValueError(f"shape {data.shape} does not fit grid {self.data.shape}")
+        return Volume(data, self.affine)
+
+
+def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size in mm per array axis: the column norms of the affine's 3x3 part."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def file_ending(path: Path | str) -> str:
+    name = str(path).lower()
+    for ending in SUPPORTED_ENDINGS:
+        if name.endswith(ending):
+            return ending
+    return Path(name).suffix
+
+
+def read_header(path: Path | str) -> Header:
+    """Shape, affine and dtype of an image file, without reading its voxels."""
+    path = Path(path)
+    try:
+        if file_ending(path) in NIFTI_ENDINGS:
+            img = nib.load(str(path))
+            return Header(tuple(int(s) for s in img.shape), np.asarray(img.affine, float),
+                          img.get_data_dtype())
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = tuple(int(s) for s in reader.GetSize())
+        affine = _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())
+        dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype) \
+            if reader.GetNumberOfComponents() == 1 else np.dtype(object)
+        return Header(size, affine, dtype)
+    except Exception as exc:  # nibabel and ITK raise many types for bad files
+        raise UnreadableImage(_reason(exc)) from exc
+
+
+def read_volume(path: Path | str, dtype: np.dtype | type | None = None) -> Volume:
+    """Load an image file into a Volume (voxel order i, j, k; RAS+ affine)."""
+    path = Path(path)
+    try:
+        if file_ending(path) in NIFTI_ENDINGS:
+            img = nib.load(str(path))
+            data = np.asanyarray(img.dataobj)
+            affine = np.asarray(img.affine, float)
+        else:
+            import SimpleITK as sitk
+
+            itk = sitk.ReadImage(str(path))
+            data = sitk.GetArrayFromImage(itk)
+            ndim = itk.GetDimension()
+            # ITK arrays are (k, j, i[, components]); put them in (i, j, k) order like NIfTI.
+            data = np.ascontiguousarray(np.transpose(data, tuple(range(ndim))[::-1] + tuple(range(ndim, data.ndim))))
+            affine = _itk_affine(itk.GetDirection(), itk.GetSpacing(), itk.GetOrigin())
+    except Exception as exc:
+        raise UnreadableImage(_reason(exc)) from exc
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    return Volume(np.asarray(data), affine)
+
+
+def write_volume(path: Path | str, volume: Volume, dtype: np.dtype | type | None = None) -> Path:
+    """Write atomically (temporary file, then rename), so a crash never leaves a file that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = volume.data if dtype is None else volume.data.astype(dtype)
+    ending = file_ending(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=ending, dir=path.parent)
+    os.close(fd)
+    try:
+        if ending in NIFTI_ENDINGS:
+            img = nib.Nifti1Image(data, volume.affine)
+            img.set_qform(volume.affine, code=1)
+            img.set_sform(volume.affine, code=1)
+            nib.save(img, tmp_name)
+        else:
+            _write_itk(tmp_name, data, volume.affine)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+    return path
+
+
+def _write_itk(path: str, data: np.ndarray, affine: np.ndarray) -> None:
+    import SimpleITK as sitk
+
+    itk = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))
+    spacing = np.array(spacing_of(affine))
+    direction = _LPS_TO_RAS @ affine[:3, :3] / spacing
+    itk.SetSpacing(spacing.tolist())
+    itk.SetDirection(direction.flatten().tolist())
+    itk.SetOrigin((_LPS_TO_RAS @ affine[:3, 3]).tolist())
+    sitk.WriteImage(itk, path, useCompression=True)
+
+
+def _itk_affine(direction: tuple, spacing: tuple, origin: tuple) -> np.ndarray:
+    """RAS+ affine from ITK's LPS direction cosines, spacing and origin (3D, or 2D padded to 3D)."""
+    dim = len(spacing)
+    rot = np.eye(3)
+    rot[:dim, :dim] = np.asarray(direction, float).reshape(dim, dim)
+    sp = np.ones(3)
+    sp[:dim] = spacing
+    org = np.zeros(3)
+    org[:dim] = origin
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ rot @ np.diag(sp)
+    affine[:3, 3] = _LPS_TO_RAS @ org
+    return affine
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

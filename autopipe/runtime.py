@@ -1,0 +1,29 @@
+"""Thread counts for the numerical libraries, set explicitly so runs are predictable on shared machines."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def default_workers() -> int:
+    """Worker processes for per-case work: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(n: int) -> None:
+    """Use `n` threads in torch, ITK (SimpleITK and antspyx) and BLAS-backed numpy code started later."""
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    except ImportError:
+        pass
+    if "torch" in sys.modules:  # torch reads OMP_NUM_THREADS when it is imported later
+        sys.modules["torch"].set_num_threads(n)
