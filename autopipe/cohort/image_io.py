@@ -96,10 +96,10 @@ def read_header(path: Path | str) -> Header:
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
         size = tuple(int(s) for s in reader.GetSize())
+        if reader.GetNumberOfComponents() > 1:
+            size += (reader.GetNumberOfComponents(),)
         affine = _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())
-        dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype) \
-            if reader.GetNumberOfComponents() == 1 else np.dtype(object)
-        return Header(size, affine, dtype)
+        return Header(size, affine, _itk_dtype(reader.GetPixelID()))
     except Exception as exc:  # nibabel and ITK raise many types for bad files
         raise UnreadableImage(_reason(exc)) from exc
 
@@ -176,6 +176,13 @@ def _itk_affine(direction: tuple, spacing: tuple, origin: tuple) -> np.ndarray:
     affine[:3, :3] = _LPS_TO_RAS @ rot @ np.diag(sp)
     affine[:3, 3] = _LPS_TO_RAS @ org
     return affine
+
+
+def _itk_dtype(pixel_id: int) -> np.dtype:
+    """The numpy dtype of an ITK pixel type, found by asking ITK for a one-voxel array of it."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel_id)).dtype
 
 
 def _reason(exc: Exception) -> str:

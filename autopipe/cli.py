@@ -1,0 +1,201 @@
+"""The `autopipe` command: one sub-command per stage, wired to the stage functions and nothing more.
+
+Every problem a user can fix arrives as an AutopipeError and is printed as a message, never as a
+traceback; an unexpected failure says so and points at `--debug`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from autopipe import __version__
+from autopipe.errors import AutopipeError
+from autopipe.paths import Workspace, resolve_dataset
+from autopipe.runtime import default_workers, set_threads
+
+log = logging.getLogger("autopipe")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    set_threads(args.threads or max(1, default_workers() // max(1, args.workers)))
+    try:
+        return args.run(args)
+    except AutopipeError as exc:
+        log.error("error: %s", exc)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        log.error("interrupted; finished outputs are kept, unfinished ones were not written")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        log.error("autopipe failed unexpectedly: %s: %s\n  This is a bug in autopipe, not in your data. "
+                  "Rerun with --debug to see where, and report it.", type(exc).__name__, exc)
+        return EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("folders (default: under the current directory)")
+    group.add_argument("--raw-dir", type=Path, help="cohorts (default ./raw_data or $AUTOPIPE_RAW)")
+    group.add_argument("--plans-dir", type=Path, help="plans (default ./plans or $AUTOPIPE_PLANS)")
+    group.add_argument("--preprocessed-dir", type=Path, help="default ./preprocessed or $AUTOPIPE_PREPROCESSED")
+    group.add_argument("--results-dir", type=Path, help="default ./results or $AUTOPIPE_RESULTS")
+    run = common.add_argument_group("running")
+    run.add_argument("-j", "--workers", type=int, default=default_workers(),
+                     help="worker processes for per-case work (default: all cores, %(default)s here)")
+    run.add_argument("--threads", type=int,
+                     help="threads for torch and ITK inside each process (default: cores / workers)")
+    run.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    run.add_argument("--debug", action="store_true", help="show the traceback of unexpected failures")
+
+    parser = argparse.ArgumentParser(
+        prog="autopipe", description="Self-configuring pipeline for brain MRI with white-matter lesions.",
+        epilog="Start with `autopipe demo`, or see README.md.")
+    parser.add_argument("--version", action="version", version=f"autopipe {__version__}")
+    parser.set_defaults(quiet=False, debug=False, threads=None, workers=default_workers())
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, help_text, add_arguments, run_fn in COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run_fn)
+    return parser
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    return Workspace.from_environment(raw=args.raw_dir, plans=args.plans_dir,
+                                      preprocessed=args.preprocessed_dir, results=args.results_dir)
+
+
+def dataset_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", nargs="?", metavar="DATASET",
+                   help="cohort folder name (Dataset001_SynthPVL), number (1), name (SynthPVL) or path; "
+                        "optional when raw_data holds one cohort")
+
+
+# --- synth -------------------------------------------------------------------------------------------
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="cohort folder to create, e.g. raw_data/Dataset001_SynthPVL")
+    p.add_argument("--cases", type=int, default=20, help="number of training cases (default %(default)s)")
+    p.add_argument("--test-cases", type=int, default=0, help="extra unlabeled cases in imagesTs")
+    p.add_argument("--seed", type=int, default=0, help="the cohort is identical for the same seed")
+    p.add_argument("--spacing", type=_spacing, default=(1.0, 1.0, 1.0),
+                   help="mm: one value (1, 1.5, 2) or three (0.9,0.9,3); default 1")
+    p.add_argument("--orientation", default="RAS", help="axis codes of the written arrays, e.g. RAS or LPS")
+    p.add_argument("--channels", default="FLAIR", help="FLAIR or FLAIR,T1")
+    p.add_argument("--coils", type=int, default=8, help="receive coils in the k-space files")
+    p.add_argument("--acceleration", type=float, default=7.5, help="undersampling factor of the k-space mask")
+    p.add_argument("--mask", default="poisson", choices=("poisson", "gaussian", "equispaced", "random"),
+                   help="sampling mask: 2D poisson disc (default), 2D gaussian, 1D equispaced or random lines")
+    p.add_argument("--kspace-slices", type=int, default=12, help="slices per k-space file")
+    p.add_argument("--tasks", default="segmentation,reconstruction,hand_function",
+                   help="which tasks' data to write (comma-separated)")
+    p.add_argument("--force", action="store_true", help="replace an existing synthetic cohort at OUT")
+
+
+def _spacing(text: str) -> tuple[float, float, float]:
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a spacing like 1, 2 or 0.9,0.9,3") from exc
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': give one or three positive numbers (mm)")
+    return tuple(values)  # type: ignore[return-value]
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from autopipe.synth.cohort import SynthOptions
+    from autopipe.synth.output import synthesize_atomically
+
+    options = SynthOptions(
+        num_cases=args.cases, num_test_cases=args.test_cases, seed=args.seed, spacing=args.spacing,
+        orientation=args.orientation.upper(), channels=tuple(c.strip() for c in args.channels.split(",")),
+        coils=args.coils, acceleration=args.acceleration, mask_type=args.mask, kspace_slices=args.kspace_slices,
+        tasks=tuple(t.strip() for t in args.tasks.split(",")))
+    summary = synthesize_atomically(args.out, options, workers=args.workers, force=args.force)
+    log.info("wrote %s", args.out)
+    for key, value in summary.items():
+        log.info("  %-28s %s", key, value)
+    return EXIT_OK
+
+
+# --- check -------------------------------------------------------------------------------------------
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    dataset_argument(p)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from autopipe.cohort.check import check_cohort, format_problem
+
+    root = resolve_dataset(args.dataset, workspace(args).raw)
+    problems = check_cohort(root, workers=args.workers, progress=not args.quiet)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        print(format_problem(problem))
+    print(f"{root.name}: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
+          + ("" if errors else " - the cohort is ready for `autopipe plan`"))
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+# --- plan --------------------------------------------------------------------------------------------
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    dataset_argument(p)
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="hardware training will run on "
+                   "(default: detected)")
+    p.add_argument("--memory-gb", type=float, help="memory of that device (default: detected)")
+    p.add_argument("--hours", type=float, help="training time per configuration and fold "
+                   "(default: 1 on a CPU; nnU-Net's full schedule on a GPU)")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from autopipe.plan.planner import plan_dataset
+
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
+                          workers=args.workers, progress=not args.quiet)
+    print(result["summary"])
+    return EXIT_OK
+
+
+# --- demo --------------------------------------------------------------------------------------------
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, default=Path("autopipe_demo"),
+                   help="folder for the demo's raw_data, plans, ... (default ./autopipe_demo)")
+    p.add_argument("--cases", type=int, default=16, help="synthetic cases (default %(default)s)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from autopipe.demo import run_demo
+
+    return run_demo(args.workdir, cases=args.cases, workers=args.workers)
+
+
+COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
+    ("demo", "synthesize a small cohort, check it and plan it (grows with the pipeline)", _demo_arguments,
+     _run_demo),
+    ("synth", "write a realistic synthetic cohort (FLAIR, lesions, k-space, hand function)", _synth_arguments,
+     _run_synth),
+    ("check", "validate a cohort: one line per problem, exit status 1 on errors", _check_arguments, _run_check),
+    ("plan", "fingerprint a cohort and write plans/DATASET/{fingerprint,plans,splits_final}.json",
+     _plan_arguments, _run_plan),
+]
