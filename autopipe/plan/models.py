@@ -1,0 +1,199 @@
+"""The models besides the segmentation U-Net, each planned only when the cohort has the data for it.
+
+- Reconstruction (CIRIM) needs k-space. Size: the published 5 cascades x 8 time steps x 64 hidden
+  channels where the device trains it in time and memory; on a CPU the first of a ladder of smaller
+  sizes whose `min_iterations` slice steps fit the time budget. Acceleration, mask type and
+  calibration size are the ones measured in the data.
+- Multitask MTLRS (reconstruction + segmentation coupled through the hidden states) needs k-space
+  and lesion labels for its slices (in the k-space file, or labelsTr through slice_indices).
+- Hand-function predictor (logistic regression on lesion maps pooled to a 6 mm template grid plus
+  lesion-load summaries) needs clinical labels: at least 2 cases in each class.
+- Joint loss weight r for the future joint segmentation + hand-function model, with both.
+"""
+
+from __future__ import annotations
+
+import math
+
+from autopipe.mri.masks import MASK_KINDS
+from autopipe.plan.configs import (
+    DEFAULT,
+    BudgetPlan,
+    HandFunctionPlan,
+    HardwarePlan,
+    JointPlan,
+    MultitaskPlan,
+    ReconstructionPlan,
+    planned,
+    significant,
+)
+
+# (cascades, time steps, hidden channels), largest first: published CIRIM, then narrower and shallower
+RECON_LADDER = ((5, 8, 64), (5, 8, 32), (3, 8, 32), (2, 4, 32), (1, 4, 16))
+RECON_MAX_EPOCHS = 50  # the MS configuration of MTLRS
+BYTES_PER_VALUE = 4
+TRAIN_FRACTION = 0.8  # share of slices in a training fold (5 folds)
+C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+BALANCED_BELOW = 0.4  # minority share under which classes are weighted
+JOINT_HAND_WEIGHT = 0.1
+
+
+def rim_forward_flops(matrix: tuple[int, int], coils: int, hidden: int) -> float:
+    """FLOPs of one RIM time step on one slice: the five layers plus the likelihood gradient's FFTs.
+
+    Per pixel (multiply-adds): conv 4->h k5, IndRNN input 1x1 h->h, conv h->h k3, IndRNN h->h, conv h->2 k3.
+    Gradient: per coil a forward and an inverse 2D FFT (5 N log2 N each) and the coil products.
+    """
+    pixels = matrix[0] * matrix[1]
+    macs = pixels * (4 * hidden * 25 + hidden * hidden + hidden * hidden * 9 + hidden * hidden + hidden * 2 * 9)
+    ffts = coils * 2 * 5 * pixels * math.log2(pixels) + coils * 4 * 6 * pixels
+    return 2.0 * macs + ffts
+
+
+def attention_unet_forward_flops(matrix: tuple[int, int], channels: int, poolings: int = 2) -> float:
+    """FLOPs of the 2D segmentation network (two 3x3 convs per level, features doubling; decoder ~ encoder)."""
+    pixels, macs, c_in = matrix[0] * matrix[1], 0.0, 1
+    for level in range(poolings + 1):
+        c = channels * 2**level
+        macs += pixels / 4**level * 9 * (c_in * c + c * c)
+        c_in = c
+    return 2.0 * 2 * macs
+
+
+def recon_activation_gb(matrix: tuple[int, int], coils: int, cascades: int, steps: int, hidden: int) -> float:
+    """Memory kept for the backward pass of one slice: about 5 hidden-sized maps per time step plus coil images."""
+    pixels = matrix[0] * matrix[1]
+    values = cascades * steps * pixels * (5 * hidden + 4) + 4 * coils * pixels
+    return values * BYTES_PER_VALUE / 2**30
+
+
+def plan_reconstruction(kspace: dict | None, hardware: HardwarePlan, budget: BudgetPlan) -> ReconstructionPlan | None:
+    """CIRIM sized to the data and the device; None without k-space."""
+    if not kspace:
+        return None
+    matrix, coils = tuple(kspace["matrix"]), int(kspace["coils"])
+    size, seconds, size_reason = _fit_ladder(matrix, coils, hardware, budget, segmentation=False)
+    cascades, steps, hidden = size
+    epochs, epochs_reason = _epochs(seconds, kspace, budget)
+    acceleration = kspace["effective_acceleration_median"] or 1.0
+    mask_type, mask_reason = _mask_type(kspace["mask_types"])
+    return planned(
+        ReconstructionPlan,
+        cascades=(cascades, size_reason), time_steps=(steps, size_reason), hidden_channels=(hidden, size_reason),
+        matrix=(matrix, f"k-space matrix of {kspace['cases']} cases"),
+        coils=(coils, "receive coils in the k-space files"),
+        acceleration=(round(acceleration, 3), "measured: matrix samples / mask samples, median over cases"),
+        mask_type=(mask_type, mask_reason),
+        calibration_size=(max(1, round(kspace["calibration_size_median"])),
+                          "measured: fully sampled centre (median over cases)"),
+        epochs=(epochs, epochs_reason),
+        seconds_per_iteration=(significant(seconds), f"one slice: FLOPs / {hardware.throughput_gflops:g} GFLOP/s"),
+        model=(DEFAULT, "recurrent reconstruction used inside MTLRS"),
+        recurrent_cell=(DEFAULT, "the published default"),
+        batch_size=(DEFAULT, "one slice per step (published)"),
+        learning_rate=(DEFAULT, "Adam, inverse-square-root schedule with 10% warm-up (published)"),
+    )  # type: ignore[return-value]
+
+
+def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan,
+                   budget: BudgetPlan) -> MultitaskPlan | None:
+    """MTLRS when there is k-space and lesion labels for its slices; sized like the reconstruction."""
+    if not kspace or not (has_labels or kspace["with_segmentation"]):
+        return None
+    matrix, coils = tuple(kspace["matrix"]), int(kspace["coils"])
+    size, seconds, size_reason = _fit_ladder(matrix, coils, hardware, budget, segmentation=True)
+    cascades, steps, hidden = size
+    epochs, epochs_reason = _epochs(seconds, kspace, budget)
+    source = "k-space files" if kspace["with_segmentation"] else "labelsTr through slice_indices"
+    return planned(
+        MultitaskPlan,
+        cascades=(cascades, size_reason), time_steps=(steps, size_reason), hidden_channels=(hidden, size_reason),
+        segmentation_channels=(hidden, f"{size_reason}; segmentation labels from {source}"),
+        epochs=(epochs, epochs_reason),
+        seconds_per_iteration=(significant(seconds), f"one slice: FLOPs / {hardware.throughput_gflops:g} GFLOP/s"),
+        segmentation_poolings=(DEFAULT, "published 2D Attention U-Net"),
+        segmentation_weight=(DEFAULT, "published: 0.9 x (0.5 CE + 0.5 Dice), CE kept attached to the graph"),
+        reconstruction_weight=(DEFAULT, "published: 0.1 x L1 over time steps, weights increasing over steps"),
+    )  # type: ignore[return-value]
+
+
+def plan_hand_function(clinical: dict | None) -> HandFunctionPlan | None:
+    """Logistic regression when both classes have at least 2 labeled cases."""
+    if not clinical:
+        return None
+    positives, negatives = clinical["impaired"], clinical["good"]
+    minority = min(positives, negatives)
+    if minority < 2:
+        return None
+    share = minority / (positives + negatives)
+    weight = "balanced" if share < BALANCED_BELOW else "none"
+    return planned(
+        HandFunctionPlan,
+        features=(("lesion_map", "lesion_load", "lesion_count", "largest_lesion"),
+                  "where the lesions are (coarse template grid) and how much lesion there is"),
+        c_grid=(C_GRID, f"inverse L2 strength searched by inner cross-validation ({positives + negatives} "
+                         "labeled cases, many more map cells: strong regularization likely)"),
+        class_weight=(weight, f"{positives} {clinical['positive']} / {negatives} {clinical['negative']}: minority "
+                              f"{share:.0%} {'<' if share < BALANCED_BELOW else '>='} {BALANCED_BELOW:.0%}"),
+        inner_folds=(min(5, minority), "at most 5, at most the minority class count"),
+        grid_mm=(DEFAULT, "lesion maps in template space averaged over 6 mm cells"),
+        model=(DEFAULT, "few labeled patients: a linear, regularized model"),
+    )  # type: ignore[return-value]
+
+
+def plan_joint(hand: HandFunctionPlan | None) -> JointPlan | None:
+    if hand is None:
+        return None
+    return planned(JointPlan, hand_function_weight=(
+        JOINT_HAND_WEIGHT, "auxiliary-task weight like MTLRS' 0.1: one label per patient vs. millions of voxels"))  # type: ignore[return-value]
+
+
+def _fit_ladder(matrix: tuple[int, int], coils: int, hardware: HardwarePlan, budget: BudgetPlan,
+                segmentation: bool) -> tuple[tuple[int, int, int], float, str]:
+    """The first size on RECON_LADDER that fits memory and (on a CPU) min_iterations in the budget."""
+    allowed = None
+    if hardware.device == "cpu" and budget.hours_per_fold is not None:
+        allowed = budget.hours_per_fold * 3600 / budget.min_iterations
+    fitted = False
+    for size in RECON_LADDER:
+        seconds = _seconds(matrix, coils, size, hardware, segmentation)
+        memory = recon_activation_gb(matrix, coils, *size) * (2 if segmentation else 1)
+        fitted = memory <= hardware.memory_gb and (allowed is None or seconds <= allowed)
+        if fitted:
+            break
+    cascades, steps, hidden = size
+    limits = f"{hardware.memory_gb:g} GB" + (f" and {budget.min_iterations} it in {budget.hours_per_fold:g} h"
+                                             if allowed else "")
+    why = f"{cascades} cascades x {steps} steps x {hidden} channels: "
+    if not fitted:
+        why += f"smallest on the ladder, yet over {limits} ({memory:.1f} GB, {seconds:.2g} s/it)"
+    elif size == RECON_LADDER[0]:
+        why += f"published size, fits {limits}"
+    else:
+        why += f"largest on the ladder that fits {limits}"
+    return size, seconds, why
+
+
+def _seconds(matrix: tuple[int, int], coils: int, size: tuple[int, int, int], hardware: HardwarePlan,
+             segmentation: bool) -> float:
+    cascades, steps, hidden = size
+    forward = cascades * steps * rim_forward_flops(matrix, coils, hidden)
+    if segmentation:
+        forward += cascades * attention_unet_forward_flops(matrix, hidden)
+    return 3.0 * forward / (hardware.throughput_gflops * 1e9)
+
+
+def _epochs(seconds: float, kspace: dict, budget: BudgetPlan) -> tuple[int, str]:
+    per_epoch = max(1, round(kspace["total_slices"] * TRAIN_FRACTION))
+    if budget.hours_per_fold is None:
+        return RECON_MAX_EPOCHS, f"published {RECON_MAX_EPOCHS} epochs of {per_epoch} slices"
+    fit = int(budget.hours_per_fold * 3600 / (per_epoch * seconds))
+    return max(1, min(RECON_MAX_EPOCHS, fit)), (f"{budget.hours_per_fold:g} h / ({per_epoch} slices x {seconds:.3g} s)"
+                                                f", at most the published {RECON_MAX_EPOCHS}")
+
+
+def _mask_type(types: dict[str, int]) -> tuple[str, str]:
+    common = max(types, key=types.get)
+    if common in MASK_KINDS:
+        return common, f"as acquired ({types[common]} of {sum(types.values())} cases)"
+    return "poisson", f"mask type '{common}' unknown: the MS configuration's 2D Poisson disc"

@@ -1,0 +1,143 @@
+"""`autopipe plan`: fingerprint a cohort, plan every component, make the folds, write the three files.
+
+Reads the cohort read-only and writes plans/<cohort folder>/{fingerprint,plans,splits_final}.json,
+each atomically. `build_plans` is the pure part: fingerprint + hardware + budget -> Plans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from autopipe.cohort.clinical import read_clinical_rows
+from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
+from autopipe.errors import AutopipeError
+from autopipe.paths import Workspace
+from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans
+from autopipe.plan.fingerprint import fingerprint_dataset
+from autopipe.plan.hardware import resolve_hardware
+from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
+from autopipe.plan.plans_file import format_json, save_plans, write_text_atomic
+from autopipe.plan.preprocessing import plan_preprocessing
+from autopipe.plan.segmentation import plan_segmentation
+from autopipe.plan.splits import make_splits
+from autopipe.plan.time_budget import default_budget
+
+log = logging.getLogger(__name__)
+
+PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "subject")
+NUM_CLASSES = 2  # background and lesion, after the lesion labels are binarized
+
+
+def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None, memory_gb: float | None = None,
+                 hours: float | None = None, workers: int = 1, progress: bool = True,
+                 throughput_gflops: float | None = None) -> dict:
+    """Plan the cohort at `root`; returns the paths written and a summary for the CLI to print."""
+    spec = load_dataset(root)
+    out_dir = workspace.plans_dir(spec.name)
+    if out_dir.resolve().is_relative_to(spec.root.resolve()):
+        raise AutopipeError(f"plans folder {out_dir} lies inside the cohort", where=str(spec.root),
+                            fix="autopipe never writes into raw data: choose another --plans-dir")
+    if hours is not None and hours <= 0:
+        raise AutopipeError(f"--hours must be positive, got {hours}")
+    case_ids = training_case_ids(spec)
+    fingerprint = fingerprint_dataset(spec, case_ids, workers=workers, progress=progress)
+    hardware = resolve_hardware(device, memory_gb, throughput_gflops)
+    plans = build_plans(fingerprint, hardware, default_budget(hardware.device, hours))
+    clinical = fingerprint["clinical"]
+    splits, how = make_splits(case_ids, clinical["labels"] if clinical else None, patient_ids(spec))
+    paths = {
+        "fingerprint": write_text_atomic(out_dir / "fingerprint.json", format_json(_plain(fingerprint)) + "\n"),
+        "plans": save_plans(plans, out_dir / "plans.json"),
+        "splits": write_text_atomic(out_dir / "splits_final.json", json.dumps(splits, indent=2) + "\n"),
+    }
+    return {**paths, "summary": summarize(plans, fingerprint, how, out_dir)}
+
+
+def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -> Plans:
+    """Every component's plan from a fingerprint (pure)."""
+    lesion_labels = tuple(fingerprint["lesion_labels"])
+    if not lesion_labels:
+        raise AutopipeError("dataset.json declares no foreground label", fix='add one, e.g. "lesion": 1')
+    geometry = fingerprint["geometry"]
+    segmentation = plan_segmentation(np.array(geometry["spacing_ras"]), np.array(geometry["shape_after_crop_ras"]),
+                                     len(fingerprint["channel_names"]), NUM_CLASSES, hardware, budget)
+    channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
+    hand = plan_hand_function(fingerprint["clinical"])
+    return Plans(
+        dataset=fingerprint["dataset"],
+        hardware=hardware,
+        budget=budget,
+        transpose_forward=segmentation.transpose_forward,
+        configurations=segmentation.configurations,
+        preprocessing=plan_preprocessing(channels, fingerprint["skull_stripped"], segmentation.target_spacing,
+                                         lesion_labels, fingerprint["labels"]),
+        reconstruction=plan_reconstruction(fingerprint["kspace"], hardware, budget),
+        multitask=plan_multitask(fingerprint["kspace"], True, hardware, budget),
+        hand_function=hand,
+        joint=plan_joint(hand),
+        reasons={"transpose_forward": segmentation.reasons["transpose_forward"]},
+    )
+
+
+def patient_ids(spec: DatasetSpec) -> dict[str, str] | None:
+    """Case -> patient from dataset.json's "patients" or a patient/subject column of the clinical table."""
+    given = spec.raw.get("patients")
+    if isinstance(given, dict):
+        return {str(k): str(v) for k, v in given.items()}
+    path = spec.clinical_path()
+    if path is None or not path.is_file():
+        return None
+    header, rows = read_clinical_rows(path)
+    column = next((c for c in PATIENT_COLUMNS if c in header), None)
+    if column is None:
+        return None
+    case_column = spec.clinical.case_column
+    return {row[case_column]: row[column] for row in rows if row.get(column) and row.get(case_column)}
+
+
+def summarize(plans: Plans, fingerprint: dict, splits_how: str, out_dir: Path) -> str:
+    """A few lines for the terminal: what was chosen and how long training will take."""
+    hw, budget = plans.hardware, plans.budget
+    stripped = fingerprint["skull_stripped"]
+    hours = "nnU-Net's full schedule" if budget.hours_per_fold is None else f"{budget.hours_per_fold:g} h"
+    channels = ", ".join(fingerprint["channel_names"].values())
+    lines = [
+        f"{plans.dataset}: {fingerprint['num_cases']} cases, channels {channels}, "
+        f"skull-stripped: {'yes' if stripped['value'] else 'no'} "
+        f"({stripped['cases_looking_stripped']}/{stripped['cases']})",
+        f"device {hw.device}, memory target {hw.memory_gb:g} GB, {hw.throughput_gflops:g} GFLOP/s; "
+        f"budget {hours} per configuration and fold",
+    ]
+    for name, c in plans.configurations.items():
+        lines.append(f"  {name:<10} patch {'x'.join(map(str, c.patch_size))}, batch {c.batch_size}, features "
+                     f"{c.features_per_stage[0]}-{c.features_per_stage[-1]}, {c.n_stages} stages, {c.epochs} epochs x "
+                     f"{c.iterations_per_epoch} it, ~{c.seconds_per_iteration:.2g} s/it, "
+                     f"~{c.training_hours:.2g} h per fold")
+    if plans.reconstruction:
+        r = plans.reconstruction
+        lines.append(f"  reconstruction: CIRIM {r.cascades} cascades x {r.time_steps} steps x {r.hidden_channels} "
+                     f"channels, {r.acceleration:g}x {r.mask_type}, {r.epochs} epochs")
+    if plans.multitask:
+        lines.append(f"  multitask: MTLRS {plans.multitask.cascades} cascades, {plans.multitask.epochs} epochs")
+    if plans.hand_function:
+        lines.append(f"  hand function: logistic regression, class weights {plans.hand_function.class_weight}")
+    lines.append(f"  splits: {splits_how}")
+    lines.append(f"wrote {out_dir}/fingerprint.json, plans.json, splits_final.json")
+    return "\n".join(lines)
+
+
+def _plain(obj: object) -> object:
+    """JSON-ready copy: numpy scalars and arrays as Python numbers and lists."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

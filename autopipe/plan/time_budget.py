@@ -1,0 +1,186 @@
+"""Fit a planned U-Net to the training-time budget: the CPU time-aware rule.
+
+On a GPU (cuda, mps) nnU-Net's memory rules decide patch, batch and features; the budget only sets
+the number of epochs (nnU-Net's full 1000 x 250 schedule when no budget is given).
+
+On a CPU the binding limit is time, not memory: nnU-Net's 80x96x80 batch-2 plan takes ~14 s per
+iteration on 2 cores, so its 250,000 iterations would take weeks. The rule:
+
+1. seconds per iteration = conv FLOPs of one forward + backward step (autopipe.plan.topology)
+   / the measured training throughput (autopipe.plan.hardware), plus data augmentation, which
+   shares the CPU cores (~2e-7 s per voxel and channel, batchgenerators on 2 cores). Calibration:
+   the estimate for 64x64x64, batch 2, base 16 (1.80 s) matched a measured PyTorch step (1.72 s).
+2. Batch size: nnU-Net's minimum 2 in 3D, at most nnU-Net's reference 12 in 2D: on a CPU time
+   grows linearly with the batch, and more, smaller steps learn faster per hour.
+3. A network fits when `min_iterations` (default 2000: eight nnU-Net epochs; a lesion U-Net with
+   Dice + CE does not find small lesions in a few hundred steps) take at most `hours_per_fold`.
+4. For base features 32, then 16, then 8 (narrower U-Nets, as in the PVL work): start from
+   nnU-Net's patch and shrink it with nnU-Net's own step until it fits or reaches the floor
+   (48 voxels along the finest axes, the same extent in mm along coarser ones, at least 8 voxels,
+   never more than the median shape). The first fit wins, so patch context is kept before width.
+   If nothing fits, the floor patch with 8 features is used and the reasons say so.
+5. epochs = budget / (iterations per epoch x seconds per iteration), at most nnU-Net's 1000, at
+   least 1; 50 iterations per epoch on a CPU so checkpoints and curves come often.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from autopipe.plan.configs import DEFAULT, BudgetPlan, HardwarePlan, planned
+from autopipe.plan.topology import UNetPlan, features_per_stage, shrink_patch, training_flops
+
+CPU_BATCH_SIZE = {3: 2, 2: 12}
+FEATURE_LADDER = (32, 16, 8)
+FLOOR_VOXELS = 48
+MIN_FLOOR_VOXELS = 8
+AUGMENT_SECONDS_PER_VOXEL = 2e-7
+CPU_ITERATIONS_PER_EPOCH = 50
+DEFAULT_CPU_HOURS = 1.0
+
+
+@dataclass(frozen=True)
+class TimedPlan:
+    """A U-Net fitted to the budget, its estimated speed and schedule, and a reason per planned field."""
+
+    unet: UNetPlan
+    seconds_per_iteration: float
+    iterations_per_epoch: int
+    epochs: int
+    reasons: dict[str, str]
+
+    @property
+    def training_hours(self) -> float:
+        return self.epochs * self.iterations_per_epoch * self.seconds_per_iteration / 3600
+
+
+def seconds_per_iteration(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan) -> float:
+    """Estimated wall time of one training step: FLOPs / throughput, and augmentation (2e-7 s per voxel and
+    channel): added on a CPU, in parallel worker processes on a GPU (the slower of the two counts)."""
+    flops = training_flops(unet.patch_size, unet.topology, unet.features, in_channels, num_classes, unet.batch_size)
+    compute = flops / (hardware.throughput_gflops * 1e9)
+    augment = AUGMENT_SECONDS_PER_VOXEL * unet.batch_size * in_channels * math.prod(unet.patch_size)
+    if hardware.device == "cpu":  # augmentation competes for the same cores
+        return compute + augment
+    return max(compute, augment / hardware.cpu_threads)  # worker processes feed the GPU in parallel
+
+
+def patch_floor(spacing: np.ndarray, median_shape: np.ndarray) -> tuple[int, ...]:
+    """Smallest patch the CPU rule may use: 48 voxels at the finest spacing, same mm elsewhere, <= median."""
+    extent_mm = FLOOR_VOXELS * float(np.min(spacing))
+    return tuple(max(1, min(int(m), max(MIN_FLOOR_VOXELS, round(extent_mm / s))))
+                 for s, m in zip(spacing, median_shape, strict=True))
+
+
+def schedule(seconds: float, budget: BudgetPlan) -> tuple[int, str]:
+    """Epochs that fit the budget (nnU-Net's maximum without one)."""
+    if budget.hours_per_fold is None:
+        return budget.max_epochs, f"nnU-Net's full schedule ({budget.max_epochs} x {budget.iterations_per_epoch})"
+    fit = int(budget.hours_per_fold * 3600 / (budget.iterations_per_epoch * seconds))
+    epochs = max(1, min(budget.max_epochs, fit))
+    return epochs, (f"{budget.hours_per_fold:g} h / ({budget.iterations_per_epoch} it x {seconds:.3g} s)"
+                    + (f", capped at nnU-Net's {budget.max_epochs}" if fit > budget.max_epochs else ""))
+
+
+def fit_to_budget(spacing: np.ndarray, median_shape: np.ndarray, nnunet: UNetPlan, in_channels: int,
+                  num_classes: int, hardware: HardwarePlan, budget: BudgetPlan) -> TimedPlan:
+    """Apply the rule in the module docstring to nnU-Net's plan for one configuration."""
+    if hardware.device != "cpu":
+        reasons = {
+            "patch_size": f"nnU-Net v2: 256^3-voxel start shaped by 1/spacing, clipped to the median shape, "
+                          f"shrunk until the memory proxy fits {hardware.memory_gb:g} GB",
+            "batch_size": "nnU-Net v2: memory headroom x reference batch, <= 5% of the dataset's voxels, >= 2",
+            "features_per_stage": "nnU-Net v2: 32 doubling per stage, capped",
+        }
+        return _timed(nnunet, in_channels, num_classes, hardware, budget, reasons)
+    dim = len(spacing)
+    start = replace(nnunet, batch_size=min(nnunet.batch_size, CPU_BATCH_SIZE[dim]))
+    floor = patch_floor(spacing, median_shape)
+    allowed = None if budget.hours_per_fold is None else budget.hours_per_fold * 3600 / budget.min_iterations
+    tried: list[tuple[UNetPlan, float]] = []
+    for base in FEATURE_LADDER:
+        candidate = _narrow(start, base, dim)
+        seconds = seconds_per_iteration(candidate, in_channels, num_classes, hardware)
+        while allowed is not None and seconds > allowed:
+            smaller = shrink_patch(spacing, candidate.topology, median_shape, floor)
+            if smaller is None:
+                break
+            candidate = UNetPlan(smaller, features_per_stage(smaller.n_stages, dim, base), start.batch_size)
+            seconds = seconds_per_iteration(candidate, in_channels, num_classes, hardware)
+        tried.append((candidate, seconds))
+        if allowed is None or seconds <= allowed:
+            break
+    start_seconds = seconds_per_iteration(start, in_channels, num_classes, hardware)
+    reasons = _cpu_reasons(tried, start, floor, allowed, budget, start_seconds)
+    return _timed(tried[-1][0], in_channels, num_classes, hardware, budget, reasons)
+
+
+def _narrow(unet: UNetPlan, base: int, dim: int) -> UNetPlan:
+    return replace(unet, features=features_per_stage(unet.topology.n_stages, dim, base))
+
+
+def _timed(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan, budget: BudgetPlan,
+           reasons: dict[str, str]) -> TimedPlan:
+    seconds = seconds_per_iteration(unet, in_channels, num_classes, hardware)
+    epochs, epochs_reason = schedule(seconds, budget)
+    flops = training_flops(unet.patch_size, unet.topology, unet.features, in_channels, num_classes, unet.batch_size)
+    reasons = {
+        **reasons,
+        "seconds_per_iteration": f"{flops / 1e9:.0f} GFLOP per step / {hardware.throughput_gflops:g} GFLOP/s"
+                                 + (" + augmentation" if hardware.device == "cpu" else
+                                    ", or augmentation in worker processes if slower"),
+        "epochs": epochs_reason,
+        "iterations_per_epoch": budget.reasons.get("iterations_per_epoch", "from the budget"),
+        "training_hours": f"estimate per fold: {epochs} epochs x {budget.iterations_per_epoch} it x {seconds:.3g} s",
+    }
+    return TimedPlan(unet, seconds, budget.iterations_per_epoch, epochs, reasons)
+
+
+def _cpu_reasons(tried: list[tuple[UNetPlan, float]], start: UNetPlan, floor: tuple[int, ...],
+                 allowed: float | None, budget: BudgetPlan, start_seconds: float) -> dict[str, str]:
+    chosen, seconds = tried[-1]
+    dim = len(floor)
+    nnunet_patch = "x".join(map(str, start.patch_size))
+    if allowed is None:
+        need = "no time budget given"
+    else:
+        need = f"{budget.min_iterations} it in {budget.hours_per_fold:g} h allow {allowed:.2f} s/it"
+    if chosen.patch_size == start.patch_size:
+        patch = f"CPU time rule: nnU-Net's {nnunet_patch} kept ({start_seconds:.2f} s/it; {need})"
+    else:
+        patch = (f"CPU time rule: nnU-Net's {nnunet_patch} takes {start_seconds:.1f} s/it, {need}: shrunk with "
+                 f"nnU-Net's step, floor {'x'.join(map(str, floor))}")
+    if allowed is not None and seconds > allowed:
+        patch += f"; even this is {seconds:.2f} s/it: fewer than {budget.min_iterations} it fit"
+    narrower = [f"base {t.features[0]}: {'x'.join(map(str, t.patch_size))} at {s:.2f} s/it" for t, s in tried[:-1]]
+    features = f"base {chosen.features[0]}, doubling per stage, capped"
+    if narrower:
+        features = f"CPU time rule: {features}; wider did not fit at the floor patch ({'; '.join(narrower)})"
+    return {
+        "patch_size": patch,
+        "batch_size": f"CPU time rule: time grows with the batch; nnU-Net's batch capped at {CPU_BATCH_SIZE[dim]}",
+        "features_per_stage": features,
+    }
+
+
+def default_budget(device: str, hours: float | None) -> BudgetPlan:
+    """The budget for a device: 1 h per configuration and fold and 50-iteration epochs on a CPU, else nnU-Net's."""
+    cpu = device == "cpu"
+    if hours is not None:
+        hours_reason = "given"
+    elif cpu:
+        hours, hours_reason = DEFAULT_CPU_HOURS, f"default on a CPU: {DEFAULT_CPU_HOURS:g} h per configuration and fold"
+    else:
+        hours_reason = "none on a GPU: nnU-Net's full schedule"
+    return planned(
+        BudgetPlan,
+        hours_per_fold=(hours, hours_reason),
+        min_iterations=(DEFAULT, "fewest steps for a lesion U-Net to learn (8 nnU-Net epochs); the CPU rule "
+                                 "shrinks the network until they fit"),
+        max_epochs=(DEFAULT, "nnU-Net's schedule length"),
+        iterations_per_epoch=(CPU_ITERATIONS_PER_EPOCH, "short epochs on a CPU: checkpoints and curves come often")
+        if cpu else (DEFAULT, "nnU-Net's epoch length"),
+    )  # type: ignore[return-value]
