@@ -25,8 +25,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    _configure_logging(args.quiet)
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
@@ -45,6 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("autopipe failed unexpectedly: %s: %s\n  This is a bug in autopipe, not in your data. "
                   "Rerun with --debug to see where, and report it.", type(exc).__name__, exc)
         return EXIT_FAILED
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Messages of every autopipe module go to stderr, plain, whatever else configured logging."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +171,9 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-gb", type=float, help="memory of that device (default: detected)")
     p.add_argument("--hours", type=float, help="training time per configuration and fold "
                    "(default: 1 on a CPU; nnU-Net's full schedule on a GPU)")
+    p.add_argument("--throughput-gflops", type=float,
+                   help="training speed of the device (default: measured in about a second); give it to make "
+                        "plans independent of the machine's momentary load")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -171,7 +182,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     ws = workspace(args)
     root = resolve_dataset(args.dataset, ws.raw)
     result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
-                          workers=args.workers, progress=not args.quiet)
+                          workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops)
     print(result["summary"])
     return EXIT_OK
 

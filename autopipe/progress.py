@@ -1,7 +1,8 @@
 """A small progress bar on stderr, and a process-parallel map that drives it.
 
 Written here rather than pulled in as a dependency: it is forty lines, and it must never get in
-the way of a log (on a terminal it redraws one line; elsewhere it prints a line per tenth).
+the way of a log (on a terminal it redraws one line; in a log file it writes a line at most every
+LOG_INTERVAL seconds, and one when done).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
+LOG_INTERVAL = 15.0  # seconds between progress lines when stderr is not a terminal
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -25,7 +27,7 @@ class Progress:
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.monotonic()
-        self._last_tenth = -1
+        self._last_line = self.start
 
     def __enter__(self) -> Progress:
         self._draw()
@@ -52,8 +54,8 @@ class Progress:
             line += f", ~{_clock(eta)} left"
         if self.tty:
             self.stream.write("\r" + line)
-        elif int(frac * 10) != self._last_tenth:
-            self._last_tenth = int(frac * 10)
+        elif self.done >= self.total or time.monotonic() - self._last_line >= LOG_INTERVAL:
+            self._last_line = time.monotonic()
             self.stream.write(line + "\n")
         self.stream.flush()
 
