@@ -136,7 +136,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         orientation=args.orientation.upper(), channels=tuple(c.strip() for c in args.channels.split(",")),
         coils=args.coils, acceleration=args.acceleration, mask_type=args.mask, kspace_slices=args.kspace_slices,
         tasks=tuple(t.strip() for t in args.tasks.split(",")))
-    summary = synthesize_atomically(args.out, options, workers=args.workers, force=args.force)
+    summary = synthesize_atomically(args.out, options, workers=args.workers, force=args.force,
+                                    progress=not args.quiet)
     log.info("wrote %s", args.out)
     for key, value in summary.items():
         log.info("  %-28s %s", key, value)

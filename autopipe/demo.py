@@ -35,7 +35,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
     if (cohort / "groundtruth" / "generator.json").is_file():
         log.info("   already there from an earlier run; reusing it (delete the folder to start over)")
     else:
-        options = SynthOptions(num_cases=cases, seed=seed, spacing=(2.0, 2.0, 2.0))
+        options = SynthOptions(num_cases=cases, seed=seed, spacing=(2.0, 2.0, 2.0), kspace_slices=8)
         summary = synthesize_atomically(cohort, options, workers=workers)
         for key, value in summary.items():
             log.info("   %-28s %s", key, value)

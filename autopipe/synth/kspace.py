@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autopipe.errors import AutopipeError
 from autopipe.mri.coils import CoilGeometry, coil_geometry, coil_maps, pixel_points_mm
 from autopipe.mri.masks import LINE_KINDS, effective_acceleration, make_mask
 from autopipe.mri.operators import adjoint, forward, normalize_maps
@@ -115,5 +116,10 @@ def sense_reference(kspace: np.ndarray, maps: np.ndarray) -> np.ndarray:
 def sampling_mask(params: KspaceParams, matrix: tuple[int, int]) -> tuple[np.ndarray, int, float]:
     """The acquisition's mask (bool [H, W], or [W] for line kinds), its calibration size and measured acceleration."""
     calibration = params.calibration_size or default_calibration_size(params.mask_type, matrix)
-    mask = make_mask(params.mask_type, matrix, params.acceleration, calibration, params.mask_seed)
+    try:
+        mask = make_mask(params.mask_type, matrix, params.acceleration, calibration, params.mask_seed)
+    except ValueError as exc:
+        raise AutopipeError(f"a {params.mask_type} mask cannot sample the {matrix[0]}x{matrix[1]} k-space matrix "
+                            f"at {params.acceleration:g}x ({exc})", where="autopipe synth",
+                            fix="lower --acceleration or choose another --mask") from exc
     return mask, calibration, effective_acceleration(mask, matrix)

@@ -6,17 +6,17 @@ import shutil
 from pathlib import Path
 
 from autopipe.errors import AutopipeError
+from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 
 
-def synthesize_atomically(out: Path, options: object, workers: int, force: bool = False) -> dict:
+def synthesize_atomically(out: Path, options: SynthOptions, workers: int, force: bool = False,
+                          progress: bool = True) -> dict:
     """Synthesize into a hidden sibling folder and rename it into place when complete.
 
     A crash leaves no cohort that looks finished; an existing folder is only replaced with --force
     and only when it is itself a synthetic cohort (it has groundtruth/generator.json), so real data
     can never be overwritten.
     """
-    from autopipe.synth.cohort import synthesize_cohort
-
     out = out.expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -28,7 +28,11 @@ def synthesize_atomically(out: Path, options: object, workers: int, force: bool 
     partial = out.parent / f".{out.name}.partial"
     if partial.exists():
         shutil.rmtree(partial)
-    summary = synthesize_cohort(partial, options, workers=workers)
+    try:
+        summary = synthesize_cohort(partial, options, workers=workers, progress=progress)
+    finally:
+        if partial.exists() and not (partial / "dataset.json").is_file():  # failed or interrupted
+            shutil.rmtree(partial)
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
