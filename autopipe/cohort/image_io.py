@@ -8,13 +8,13 @@ back onto the scan's native grid and orientation.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from autopipe.files import atomic_path
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 ITK_ENDINGS = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -131,23 +131,16 @@ def read_volume(path: Path | str, dtype: np.dtype | type | None = None) -> Volum
 def write_volume(path: Path | str, volume: Volume, dtype: np.dtype | type | None = None) -> Path:
     """Write atomically (temporary file, then rename), so a crash never leaves a file that looks finished."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = volume.data if dtype is None else volume.data.astype(dtype)
     ending = file_ending(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=ending, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=ending) as tmp:
         if ending in NIFTI_ENDINGS:
             img = nib.Nifti1Image(data, volume.affine)
             img.set_qform(volume.affine, code=1)
             img.set_sform(volume.affine, code=1)
-            nib.save(img, tmp_name)
+            nib.save(img, str(tmp))
         else:
-            _write_itk(tmp_name, data, volume.affine)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+            _write_itk(str(tmp), data, volume.affine)
     return path
 
 

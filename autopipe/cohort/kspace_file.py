@@ -17,12 +17,12 @@ remaining axes in order; a pixel of the SENSE image is the voxel at the same ind
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from autopipe.files import atomic_path
 
 REQUIRED_ATTRS = ("slice_axis", "slice_indices")
 OPTIONAL_DATASETS = ("mask", "reconstruction_sense", "sensitivity_map", "segmentation")
@@ -86,26 +86,18 @@ def write_kspace_file(path: Path | str, kspace: np.ndarray, attrs: dict, **datas
         raise ValueError(f"unknown k-space datasets {sorted(unknown)}")
     if kspace.ndim != 4 or not np.iscomplexobj(kspace):
         raise ValueError(f"kspace must be complex [slices, coils, H, W], got {kspace.dtype} {kspace.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".h5", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            chunks = (1,) + kspace.shape[1:]
-            f.create_dataset("kspace", data=kspace.astype(np.complex64), chunks=chunks,
-                             compression="gzip", compression_opts=4, shuffle=True)
-            for name, array in datasets.items():
-                if array is None:
-                    continue
-                dtype = np.uint8 if name in ("mask", "segmentation") else np.complex64
-                f.create_dataset(name, data=np.asarray(array).astype(dtype), compression="gzip",
-                                 compression_opts=4, shuffle=True)
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        chunks = (1,) + kspace.shape[1:]
+        f.create_dataset("kspace", data=kspace.astype(np.complex64), chunks=chunks,
+                         compression="gzip", compression_opts=4, shuffle=True)
+        for name, array in datasets.items():
+            if array is None:
+                continue
+            dtype = np.uint8 if name in ("mask", "segmentation") else np.complex64
+            f.create_dataset(name, data=np.asarray(array).astype(dtype), compression="gzip",
+                             compression_opts=4, shuffle=True)
+        for key, value in attrs.items():
+            f.attrs[key] = value
     return path
 
 

@@ -15,12 +15,13 @@ import numpy as np
 from autopipe.cohort.clinical import read_clinical_rows
 from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.errors import AutopipeError
+from autopipe.files import to_plain, write_text_atomic
 from autopipe.paths import Workspace
 from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans
 from autopipe.plan.fingerprint import fingerprint_dataset
 from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
-from autopipe.plan.plans_file import format_json, save_plans, write_text_atomic
+from autopipe.plan.plans_file import format_json, save_plans
 from autopipe.plan.preprocessing import plan_preprocessing
 from autopipe.plan.segmentation import plan_segmentation
 from autopipe.plan.splits import make_splits
@@ -50,7 +51,7 @@ def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None,
     clinical = fingerprint["clinical"]
     splits, how = make_splits(case_ids, clinical["labels"] if clinical else None, patient_ids(spec))
     paths = {
-        "fingerprint": write_text_atomic(out_dir / "fingerprint.json", format_json(_plain(fingerprint)) + "\n"),
+        "fingerprint": write_text_atomic(out_dir / "fingerprint.json", format_json(to_plain(fingerprint)) + "\n"),
         "plans": save_plans(plans, out_dir / "plans.json"),
         "splits": write_text_atomic(out_dir / "splits_final.json", json.dumps(splits, indent=2) + "\n"),
     }
@@ -128,16 +129,3 @@ def summarize(plans: Plans, fingerprint: dict, splits_how: str, out_dir: Path) -
     lines.append(f"  splits: {splits_how}")
     lines.append(f"wrote {out_dir}/fingerprint.json, plans.json, splits_final.json")
     return "\n".join(lines)
-
-
-def _plain(obj: object) -> object:
-    """JSON-ready copy: numpy scalars and arrays as Python numbers and lists."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import types
 import typing
 from dataclasses import MISSING, fields, is_dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from autopipe.errors import AutopipeError
+from autopipe.files import write_text_atomic
 from autopipe.plan.configs import Choice, Plans, PlanValueError
 
 LEAF_KEYS = ("value", "reason")
@@ -66,20 +65,6 @@ def load_plans(path: Path | str) -> Plans:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AutopipeError(f"not valid JSON ({exc})", where=str(path), fix="repair the file's syntax") from exc
     return plans_from_json(data, where=str(path))
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def format_json(obj: object, indent: int = 0) -> str:

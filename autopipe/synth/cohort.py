@@ -26,6 +26,7 @@ from autopipe import __version__
 from autopipe.cohort.image_io import Volume, write_volume
 from autopipe.cohort.kspace_file import write_kspace_file
 from autopipe.errors import AutopipeError
+from autopipe.files import to_plain, write_text_atomic
 from autopipe.mri.masks import MASK_KINDS
 from autopipe.progress import parallel_map
 from autopipe.synth import groundtruth, handfunction
@@ -153,7 +154,7 @@ def synthesize_case(job: CaseJob) -> dict:
             "x along H, y along W, z along slice_axis; mm from the centre of the image grid")}
     record["bytes"] = sum(p.stat().st_size for p in paths)
     record["seconds"] = time.monotonic() - started
-    return groundtruth.plain(record)
+    return to_plain(record)
 
 
 def _write_images(root: Path, job: CaseJob, rendered: RenderedSubject) -> list[Path]:
@@ -199,7 +200,7 @@ def _write_clinical(out: Path, training: list[dict]) -> None:
     lines = ["case_id,hand_function,age,sex"]
     lines += [f"{r['case_id']},{'impaired' if r['hand_function']['impaired'] else 'good'},"
               f"{r['clinical']['age']},{r['clinical']['sex']}" for r in training]
-    groundtruth.write_text_atomically(out / "clinical.csv", "\n".join(lines) + "\n")
+    write_text_atomic(out / "clinical.csv", "\n".join(lines) + "\n")
 
 
 def _summary(records: list[dict], training: list[dict], seconds: float) -> dict:

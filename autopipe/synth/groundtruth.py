@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.cohort.image_io import Volume, write_volume
+from autopipe.files import to_plain, write_text_atomic
 from autopipe.synth import geometry
 from autopipe.synth.subject import RenderedSubject, SubjectParams
 from autopipe.synth.tissues import TISSUE_LABELS
@@ -35,21 +34,6 @@ POSE_CONVENTION = (
     "B-spline random field (seed, control_mm, rms_mm; control values Gaussian-smoothed by control_smoothing "
     "spacings), plus (1/scale - 1)(x_t - centre_mm), minus ventricle_dilation_mm times the ventricle push "
     "(autopipe.synth.geometry.ventricle_push), sampled on a field_spacing_mm grid.")
-
-
-def plain(value: object) -> object:
-    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def from_plain(cls: type, value: dict) -> object:
@@ -76,22 +60,8 @@ def _from_plain(hint: object, value: object) -> object:
     return value
 
 
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and a rename, so no half-written file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def write_json(path: Path, value: object) -> Path:
-    return write_text_atomically(path, json.dumps(plain(value), indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(to_plain(value), indent=1) + "\n")
 
 
 def pose_record(params: SubjectParams, grid: geometry.Grid) -> dict:

@@ -1,0 +1,60 @@
+"""Writing files so that a crash never leaves one that looks finished, and JSON-ready plain values.
+
+Every output autopipe writes goes through `atomic_path`: the content is written to a temporary
+file in the same folder and renamed onto the final name only once complete (a rename within a
+folder is atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` if the block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix if suffix is None else suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write UTF-8 text atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
+    """Write `to_plain(value)` as JSON atomically."""
+    return write_text_atomic(path, json.dumps(to_plain(value), indent=indent) + "\n")
+
+
+def to_plain(value: object) -> object:
+    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
