@@ -21,7 +21,7 @@ from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans
 from autopipe.plan.fingerprint import fingerprint_dataset
 from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
-from autopipe.plan.plans_file import format_json, save_plans
+from autopipe.plan.plans_file import dumps_plans, format_json, save_plans
 from autopipe.plan.preprocessing import plan_preprocessing
 from autopipe.plan.segmentation import plan_segmentation
 from autopipe.plan.splits import make_splits
@@ -50,12 +50,38 @@ def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None,
     plans = build_plans(fingerprint, hardware, default_budget(hardware.device, hours))
     clinical = fingerprint["clinical"]
     splits, how = make_splits(case_ids, clinical["labels"] if clinical else None, patient_ids(spec))
+    splits, how = keep_existing_splits(out_dir / "splits_final.json", splits, how)
+    keep_previous_plans(out_dir / "plans.json", dumps_plans(plans))
     paths = {
         "fingerprint": write_text_atomic(out_dir / "fingerprint.json", format_json(to_plain(fingerprint)) + "\n"),
         "plans": save_plans(plans, out_dir / "plans.json"),
         "splits": write_text_atomic(out_dir / "splits_final.json", json.dumps(splits, indent=2) + "\n"),
     }
     return {**paths, "summary": summarize(plans, fingerprint, how, out_dir)}
+
+
+def keep_existing_splits(path: Path, splits: list[dict], how: str) -> tuple[list[dict], str]:
+    """Folds never move under a trained model: existing splits over the same cases are kept as they are."""
+    if not path.is_file():
+        return splits, how
+    try:
+        existing = json.loads(path.read_text())
+        same_cases = sorted(c for fold in existing for c in fold["val"]) == sorted(c for f in splits for c in f["val"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        same_cases = False
+    if same_cases:
+        return existing, f"kept the existing {len(existing)} folds of {path.name} (same cases)"
+    log.warning("the cases changed since %s was written: new folds replace it; models trained on the old "
+                "folds must be retrained", path)
+    return splits, how
+
+
+def keep_previous_plans(path: Path, new_text: str) -> None:
+    """Re-planning replaces plans.json; a version that differs (perhaps edited by hand) is kept beside it."""
+    if path.is_file() and path.read_text() != new_text:
+        backup = path.with_name("plans.previous.json")
+        write_text_atomic(backup, path.read_text())
+        log.warning("plans.json changed; the previous version (with any edits you made) is in %s", backup)
 
 
 def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -> Plans:

@@ -69,3 +69,17 @@ def test_patient_column_keeps_a_patients_scans_in_one_fold(workspace):
     for fold in splits:
         patients = {int(c[-3:]) // 2 for c in fold["val"]}
         assert not patients & {int(c[-3:]) // 2 for c in fold["train"]}
+
+
+def test_replanning_keeps_folds_and_a_copy_of_edited_plans(tmp_path):
+    root = make_tiny_cohort(tmp_path / "raw" / "Dataset004_Replan", n_cases=6)
+    ws = Workspace.from_environment(tmp_path)
+    first = plan_dataset(root, ws, progress=False, throughput_gflops=50.0)
+    folds = json.loads(first["splits"].read_text())
+    folds[0], folds[1] = folds[1], folds[0]  # a hand-made order must survive re-planning
+    first["splits"].write_text(json.dumps(folds))
+    edited = first["plans"].read_text().replace('"hours_per_fold": {"value": 1.0', '"hours_per_fold": {"value": 2.0')
+    first["plans"].write_text(edited)
+    second = plan_dataset(root, ws, progress=False, throughput_gflops=50.0)
+    assert json.loads(second["splits"].read_text()) == folds
+    assert (second["plans"].parent / "plans.previous.json").read_text() == edited
