@@ -30,26 +30,24 @@ def is_tensor(x: object) -> bool:
 
 def fft2c(x: Array) -> Array:
     """Image [..., H, W] -> centred k-space [..., H, W], complex (complex64 for float32/complex64 input)."""
-    _check_2d(x)
-    if is_tensor(x):
-        import torch
-
-        shifted = torch.fft.ifftshift(x, dim=_AXES)
-        return torch.fft.fftshift(torch.fft.fft2(shifted, dim=_AXES, norm="ortho"), dim=_AXES)
-    shifted = np.fft.ifftshift(x, axes=_AXES)
-    return np.fft.fftshift(np.fft.fft2(shifted, axes=_AXES, norm="ortho"), axes=_AXES)
+    return _centred(x, inverse=False)
 
 
 def ifft2c(x: Array) -> Array:
     """Centred k-space [..., H, W] -> image [..., H, W], complex; the exact inverse (and adjoint) of fft2c."""
+    return _centred(x, inverse=True)
+
+
+def _centred(x: Array, inverse: bool) -> Array:
+    """ifftshift -> (i)fft2 with norm='ortho' -> fftshift over the last two axes, numpy or torch."""
     _check_2d(x)
     if is_tensor(x):
         import torch
 
-        shifted = torch.fft.ifftshift(x, dim=_AXES)
-        return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=_AXES, norm="ortho"), dim=_AXES)
-    shifted = np.fft.ifftshift(x, axes=_AXES)
-    return np.fft.fftshift(np.fft.ifft2(shifted, axes=_AXES, norm="ortho"), axes=_AXES)
+        transform = torch.fft.ifft2 if inverse else torch.fft.fft2
+        return torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=_AXES), dim=_AXES, norm="ortho"), dim=_AXES)
+    transform = np.fft.ifft2 if inverse else np.fft.fft2
+    return np.fft.fftshift(transform(np.fft.ifftshift(x, axes=_AXES), axes=_AXES, norm="ortho"), axes=_AXES)
 
 
 def _check_2d(x: Array) -> None:
