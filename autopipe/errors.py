@@ -20,3 +20,9 @@ class AutopipeError(Exception):
         if self.fix:
             text += f"\n  what to do: {self.fix}"
         return text
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), short enough for a one-line report."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

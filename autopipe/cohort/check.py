@@ -28,8 +28,8 @@ from autopipe.cohort.check_images import (
 from autopipe.cohort.check_kspace import kspace_problems
 from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import Header, Volume
-from autopipe.cohort.problem import Problem, error, format_problem, reason, relative, sort_problems, warning
-from autopipe.errors import AutopipeError
+from autopipe.cohort.problem import Problem, error, format_problem, relative, sort_problems, warning
+from autopipe.errors import AutopipeError, first_line
 from autopipe.progress import parallel_map
 
 __all__ = ["Problem", "check_cohort", "format_problem"]
@@ -57,7 +57,7 @@ def check_cohort(root: Path, workers: int = 1, progress: bool = True) -> list[Pr
     except AutopipeError as exc:
         return [error(None, "dataset.json", exc.what, exc.fix or "see raw_data/README.md for an example")]
     except OSError as exc:
-        return [error(None, "dataset.json", f"cannot be read ({reason(exc)})", "check the file's permissions")]
+        return [error(None, "dataset.json", f"cannot be read ({first_line(exc)})", "check the file's permissions")]
     cases = training_case_ids(spec)
     problems = naming_problems(spec, "imagesTr")
     if not cases:
@@ -177,7 +177,7 @@ def check_case(job: tuple[DatasetSpec, str]) -> CaseReport:
     try:
         return _check_case(spec, case)
     except Exception as exc:  # one broken case must never hide the others' problems
-        return CaseReport([error(case, None, f"could not be checked ({type(exc).__name__}: {reason(exc)})",
+        return CaseReport([error(case, None, f"could not be checked ({type(exc).__name__}: {first_line(exc)})",
                                  "report this to the autopipe maintainers, with the case's files")], None)
 
 

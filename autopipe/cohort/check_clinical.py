@@ -7,7 +7,8 @@ from collections import Counter
 
 from autopipe.cohort.clinical import hand_function_value, read_clinical_rows
 from autopipe.cohort.dataset import ClinicalSpec, DatasetSpec
-from autopipe.cohort.problem import ERROR, WARNING, Problem, error, grouped, reason, relative, warning
+from autopipe.cohort.problem import ERROR, WARNING, Problem, error, grouped, relative, warning
+from autopipe.errors import first_line
 
 MIN_MINORITY_FRACTION = 0.2
 
@@ -24,7 +25,7 @@ def clinical_problems(spec: DatasetSpec, cases: list[str]) -> list[Problem]:
     try:
         header, rows = read_clinical_rows(path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        return [error(None, file, f"cannot be read as a CSV table ({reason(exc)})",
+        return [error(None, file, f"cannot be read as a CSV table ({first_line(exc)})",
                       "save it as CSV (UTF-8, comma- or semicolon-separated) with a header row")]
     missing = [c for c in (clinical.case_column, clinical.target_column) if c not in header]
     if missing:

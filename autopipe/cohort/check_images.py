@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.cohort.image_io import Header, UnreadableImage, Volume, read_volume
-from autopipe.cohort.problem import WARNING, Problem, error, grouped, warning
+from autopipe.cohort.problem import WARNING, Problem, dims, error, grouped, warning
 
 SPACING_RTOL = 1e-3  # relative
 ORIGIN_ATOL_MM = 1e-3
@@ -37,7 +37,7 @@ def dimension_problems(shape: tuple[int, ...], case: str, file: str) -> list[Pro
         return []
     fix = ("save each volume as its own file (one channel per file: CASE_0000, CASE_0001, ...)" if len(shape) > 3
            else "export the whole 3D series, not a single slice")
-    return [error(case, file, f"is {len(shape)}D (shape {_dims(shape)}) but a 3D volume is expected", fix)]
+    return [error(case, file, f"is {len(shape)}D (shape {dims(shape)}) but a 3D volume is expected", fix)]
 
 
 def nonfinite_problems(data: np.ndarray, case: str, file: str, kind: str = "scan") -> list[Problem]:
@@ -120,7 +120,7 @@ def grid_differences(a: Header, b: Header) -> list[str]:
     """What differs between two 3D grids, in words ('shape 20x24x15 here vs 20x24x16'), empty if nothing."""
     out = []
     if a.shape != b.shape:
-        out.append(f"shape {_dims(b.shape)} here vs {_dims(a.shape)}")
+        out.append(f"shape {dims(b.shape)} here vs {dims(a.shape)}")
     if not np.allclose(a.spacing, b.spacing, rtol=SPACING_RTOL, atol=0):
         out.append(f"spacing {_mm(b.spacing)} here vs {_mm(a.spacing)}")
     if a.axcodes != b.axcodes:
@@ -159,10 +159,6 @@ def spacing_problems(spacings: dict[str, tuple[float, ...]]) -> list[Problem]:
         problems.append(grouped(WARNING, far, None, what, "every case is resampled to the median spacing; check "
                                                           "these are the intended series (another protocol?)"))
     return problems
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def _mm(spacing: tuple[float, ...]) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.cohort.kspace_file import REQUIRED_ATTRS, KspaceHeader, read_kspace, read_kspace_header
-from autopipe.cohort.problem import Problem, error, reason, warning
+from autopipe.cohort.problem import Problem, dims, error, warning
+from autopipe.errors import first_line
 
 MIN_SENSE_CORRELATION = 0.5
 REWRITE = "write the file again with autopipe.cohort.kspace_file.write_kspace_file (layout in its docstring)"
@@ -23,7 +24,7 @@ def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str) 
     except KeyError:
         return [error(case, file, "has no 'kspace' dataset", REWRITE)]
     except Exception as exc:  # h5py raises OSError and others for damaged files
-        return [error(case, file, f"cannot be read as HDF5 ({reason(exc)})",
+        return [error(case, file, f"cannot be read as HDF5 ({first_line(exc)})",
                       "the file is damaged or not HDF5: copy or export it again")]
     problems = structure_problems(header, case, file)
     if problems:  # the other checks need a sound [slices, coils, H, W] array
@@ -38,7 +39,7 @@ def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str) 
     try:
         arrays = read_kspace(path, names=("mask", "reconstruction_sense"))
     except Exception as exc:  # a damaged chunk shows only when read
-        return [*problems, error(case, file, f"cannot be read ({reason(exc)})", "copy or export the file again")]
+        return [*problems, error(case, file, f"cannot be read ({first_line(exc)})", "copy or export the file again")]
     if "mask" in arrays:
         problems += mask_value_problems(arrays["mask"], case, file)
     if "reconstruction_sense" in arrays and slices_fit_image:
@@ -50,7 +51,7 @@ def structure_problems(header: KspaceHeader, case: str, file: str) -> list[Probl
     """'kspace' must be a complex 4D array [slices, coils, H, W]."""
     problems = []
     if len(header.shape) != 4:
-        problems.append(error(case, file, f"'kspace' has shape {_dims(header.shape)} ({len(header.shape)}D) but must "
+        problems.append(error(case, file, f"'kspace' has shape {dims(header.shape)} ({len(header.shape)}D) but must "
                                           "be 4D [slices, coils, H, W]", REWRITE))
     if not np.issubdtype(header.dtype, np.complexfloating):
         problems.append(error(case, file, f"'kspace' holds {header.dtype} values but must be complex",
@@ -88,13 +89,13 @@ def slice_geometry_problems(header: KspaceHeader, axis: int, indices: np.ndarray
     depth = image_shape[axis]
     outside = indices[(indices < 0) | (indices >= depth)]
     if outside.size:
-        problems.append(error(case, file, f"slice_indices {_dims(outside[:6], ', ')} are outside the image, which "
+        problems.append(error(case, file, f"slice_indices {dims(outside[:6], ', ')} are outside the image, which "
                                           f"has {depth} voxels along axis {axis}",
                               "slice_indices must be voxel indices of the case's channel-0 image along slice_axis"))
     in_plane = tuple(s for i, s in enumerate(image_shape) if i != axis)
     if header.matrix != in_plane:
-        problems.append(error(case, file, f"k-space matrix {_dims(header.matrix)} does not match the image's axes "
-                                          f"other than slice_axis {axis} ({_dims(in_plane)})",
+        problems.append(error(case, file, f"k-space matrix {dims(header.matrix)} does not match the image's axes "
+                                          f"other than slice_axis {axis} ({dims(in_plane)})",
                               "slice_axis may be wrong, or the k-space is on another grid than the image: "
                               "k-space slices must be on the image's voxel grid"))
     return problems
@@ -108,9 +109,9 @@ def dataset_shape_problems(header: KspaceHeader, case: str, file: str) -> list[P
     problems = []
     for name, shapes in expected.items():
         if name in header.datasets and header.datasets[name][0] not in shapes:
-            wanted = " or ".join(f"[{_dims(s)}]" for s in shapes)
-            problems.append(error(case, file, f"'{name}' has shape [{_dims(header.datasets[name][0])}] but "
-                                              f"'kspace' [{_dims(header.shape)}] needs {wanted}", REWRITE))
+            wanted = " or ".join(f"[{dims(s)}]" for s in shapes)
+            problems.append(error(case, file, f"'{name}' has shape [{dims(header.datasets[name][0])}] but "
+                                              f"'kspace' [{dims(header.shape)}] needs {wanted}", REWRITE))
     return problems
 
 
@@ -118,7 +119,7 @@ def mask_value_problems(mask: np.ndarray, case: str, file: str) -> list[Problem]
     """The sampling mask must be 0/1 and sample something."""
     values = np.unique(mask)
     if not np.isin(values, (0, 1)).all():
-        return [error(case, file, f"'mask' is not binary (values {_dims(values[:6], ', ')})",
+        return [error(case, file, f"'mask' is not binary (values {dims(values[:6], ', ')})",
                       "store the sampling pattern as 0 (not sampled) / 1 (sampled)")]
     if not values.any():
         return [error(case, file, "'mask' is empty: no k-space point is sampled",
@@ -144,8 +145,3 @@ def normalized_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     b = b.astype(np.float64).ravel() - b.mean()
     norm = np.sqrt((a * a).sum() * (b * b).sum())
     return None if norm == 0 else float((a * b).sum() / norm)
-
-
-def _dims(values: object, sep: str = "x") -> str:
-    return sep.join(str(v) for v in np.asarray(values).tolist())
-

@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from autopipe.errors import first_line
 from autopipe.files import atomic_path
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -40,7 +41,7 @@ class Header:
 
     @property
     def axcodes(self) -> str:
-        return "".join(nib.aff2axcodes(self.affine))
+        return axcodes_of(self.affine)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Volume:
 
     @property
     def axcodes(self) -> str:
-        return "".join(nib.aff2axcodes(self.affine))
+        return axcodes_of(self.affine)
 
     def with_data(self, data: np.ndarray) -> Volume:
         """The same grid holding other voxels (e.g. a mask of this scan)."""
@@ -72,6 +73,11 @@ class Volume:
 def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
     """Voxel size in mm per array axis: the column norms of the affine's 3x3 part."""
     return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def axcodes_of(affine: np.ndarray) -> str:
+    """Orientation as nibabel axis codes, e.g. 'RAS' or 'LPS': where each array axis points."""
+    return "".join(nib.aff2axcodes(affine))
 
 
 def file_ending(path: Path | str) -> str:
@@ -101,7 +107,7 @@ def read_header(path: Path | str) -> Header:
         affine = _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())
         return Header(size, affine, _itk_dtype(reader.GetPixelID()))
     except Exception as exc:  # nibabel and ITK raise many types for bad files
-        raise UnreadableImage(_reason(exc)) from exc
+        raise UnreadableImage(first_line(exc)) from exc
 
 
 def read_volume(path: Path | str, dtype: np.dtype | type | None = None) -> Volume:
@@ -122,7 +128,7 @@ def read_volume(path: Path | str, dtype: np.dtype | type | None = None) -> Volum
             data = np.ascontiguousarray(np.transpose(data, tuple(range(ndim))[::-1] + tuple(range(ndim, data.ndim))))
             affine = _itk_affine(itk.GetDirection(), itk.GetSpacing(), itk.GetOrigin())
     except Exception as exc:
-        raise UnreadableImage(_reason(exc)) from exc
+        raise UnreadableImage(first_line(exc)) from exc
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     return Volume(np.asarray(data), affine)
@@ -176,8 +182,3 @@ def _itk_dtype(pixel_id: int) -> np.dtype:
     import SimpleITK as sitk
 
     return sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel_id)).dtype
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -60,7 +62,6 @@ def grouped(severity: str, cases: list[str], file: str | None, what: str, fix: s
     return Problem(severity, None, file, f"{len(cases)} cases ({names}): {what}", fix)
 
 
-def reason(exc: BaseException) -> str:
-    """The first line of an exception's message, for a Problem's `what`."""
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
+def dims(values: object, sep: str = "x") -> str:
+    """A shape or list of numbers as text: (20, 24, 16) -> '20x24x16'."""
+    return sep.join(str(v) for v in np.asarray(values).tolist())

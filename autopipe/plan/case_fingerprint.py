@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from autopipe.cohort.image_io import UnreadableImage, read_volume
+from autopipe.cohort.image_io import UnreadableImage, axcodes_of, read_volume, spacing_of
 from autopipe.cohort.kspace_file import read_kspace, read_kspace_header
 from autopipe.mri.masks import calibration_region, effective_acceleration
 
@@ -85,11 +85,11 @@ def fingerprint_case(job: CaseJob) -> CaseResult:
 
 def geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict:
     """Spacing, shape and orientation in file order, and the file axis along R-L, A-P, S-I (`ras_axes`)."""
-    spacing = [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+    spacing = spacing_of(affine)
     ornt = nib.io_orientation(affine)
     ras_axes = [int(np.flatnonzero(ornt[:, 0] == j)[0]) for j in range(3)]
     return {"spacing": [round(s, 6) for s in spacing], "shape": [int(s) for s in shape],
-            "axcodes": "".join(nib.aff2axcodes(affine)), "ras_axes": ras_axes}
+            "axcodes": axcodes_of(affine), "ras_axes": ras_axes}
 
 
 def crop(head: np.ndarray) -> dict:
