@@ -158,11 +158,9 @@ def _load_leaf(entry: object, hint: Any, key: str) -> tuple[Any, str]:
 
 
 def _load_component(hint: Any, data: object, key: str) -> Any:
-    hint, optional = _strip_optional(hint)
+    hint = _non_null(hint, data, key, "an object")
     if data is None:
-        if optional:
-            return None
-        raise _BadValue(key, "an object expected, got null")
+        return None
     if get_origin(hint) is dict:
         key_hint, value_hint = get_args(hint)
         if not isinstance(data, dict):
@@ -180,11 +178,9 @@ def _convert(value: object, hint: Any, key: str) -> Any:
             if isinstance(marker, Choice) and converted not in marker.options:
                 raise _BadValue(key, f"unknown value {_show(value)}; valid: {', '.join(marker.options)}")
         return converted
-    hint, optional = _strip_optional(hint)
+    hint = _non_null(hint, value, key, "a value")
     if value is None:
-        if optional:
-            return None
-        raise _BadValue(key, "a value expected, got null")
+        return None
     if get_origin(hint) is tuple:
         return _convert_tuple(value, get_args(hint), key)
     return _convert_scalar(value, hint, key)
@@ -220,6 +216,14 @@ def _convert_scalar(value: object, hint: Any, key: str) -> Any:
             return value
         raise _BadValue(key, f"text expected, got {_show(value)}")
     raise TypeError(f"plans_file cannot convert type {hint!r} (at {key})")
+
+
+def _non_null(hint: Any, value: object, key: str, expected: str) -> Any:
+    """`hint` without its Optional; null is accepted only where the hint is Optional."""
+    hint, optional = _strip_optional(hint)
+    if value is None and not optional:
+        raise _BadValue(key, f"{expected} expected, got null")
+    return hint
 
 
 def _strip_optional(hint: Any) -> tuple[Any, bool]:
