@@ -15,10 +15,16 @@ def default_workers() -> int:
 
 
 def set_threads(n: int) -> None:
-    """Use `n` threads in torch, ITK (SimpleITK and antspyx) and BLAS-backed numpy code started later."""
+    """Use `n` threads in torch, SimpleITK and BLAS-backed numpy code started later; one in antspyx.
+
+    antspyx registration is repeatable for a seed only on one thread (with two, the same seed gave affine
+    parameters differing by up to 0.1), and antspyx reads its thread count once, when first imported.
+    Per-case work runs in parallel processes instead.
+    """
     n = max(1, int(n))
-    for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # read by antspyx's ITK; SimpleITK is set below
     try:
         import SimpleITK as sitk
 

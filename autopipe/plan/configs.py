@@ -23,11 +23,19 @@ DEVICES = {"cpu": "CPU cores", "cuda": "an NVIDIA GPU", "mps": "an Apple GPU"}
 CONFIGURATION_DIMS = {"2d": 2, "3d_fullres": 3}
 NETWORKS = {"PlainConvUNet": "nnU-Net's plain U-Net: 2 convs per stage, InstanceNorm, LeakyReLU, strided convs"}
 SKULL_STRIP_METHODS = {
-    "none": "the heads are already skull-stripped",
-    "deepbet": "deepbet, a learned extractor trained on T1 (weights ship in its wheel)",
-    "template": "register a head template (mutual information, any contrast) and warp its brain mask",
+    "none": "the heads are already skull-stripped: the brain is the non-zero region",
+    "deepbet": "deepbet, a learned extractor (weights ship in its wheel; trained on T1, measured on FLAIR too)",
 }
-BIAS_FIELD_METHODS = {"n4": "N4 bias-field correction inside the head mask", "none": "no correction (CT)"}
+BIAS_FIELD_METHODS = {"n4": "N4 bias-field correction fitted inside the brain mask", "none": "no correction (CT)"}
+SPACES = {
+    "template": "the template's axes at the target spacing: heads aligned and scaled alike (affine registration)",
+    "native": "the scan's own anatomy, axes reordered to RAS, at the target spacing (nnU-Net's way)",
+}
+COIL_MAP_METHODS = {
+    "espirit": "ESPIRiT eigenvector maps from the calibration region (Uecker et al. 2014)",
+    "calibration": "low-resolution calibration images divided by their root sum of squares",
+}
+INTERPOLATION_ORDERS = {0: "nearest neighbour", 1: "linear", 3: "cubic B-spline"}
 TEMPLATES = {"mni152_2009a_sym": "ICBM152 2009a symmetric T1, skull-stripped, nilearn.datasets.load_mni152_template"}
 TRANSFORMS = {"Rigid": "6 parameters", "Affine": "12 parameters", "SyN": "affine + symmetric diffeomorphic"}
 NORMALIZATIONS = {
@@ -164,30 +172,50 @@ class PreprocessingPlan:
     """Steps from a raw case to the network's input, in order."""
 
     skull_strip: Annotated[str, Choice(SKULL_STRIP_METHODS)]
+    skull_strip_channel: int
     bias_field: tuple[Annotated[str, Choice(BIAS_FIELD_METHODS)], ...]
     template: Annotated[str, Choice(TEMPLATES)]
     registration_transform: Annotated[str, Choice(TRANSFORMS)]
+    space: Annotated[str, Choice(SPACES)]
     target_spacing: tuple[float, float, float]
-    separate_z: bool
     normalization: tuple[Annotated[str, Choice(NORMALIZATIONS)], ...]
     lesion_labels: tuple[int, ...]
+    coregistration: Annotated[str, Choice(TRANSFORMS)] = "Rigid"
     registration_spacing_mm: float = 2.0
+    registration_seed: int = 12345
     n4_shrink_factor: int = 4
     n4_iterations: tuple[int, ...] = (50, 50, 50, 50)
     n4_tolerance: float = 1e-3
     image_order: int = 3
     label_order: int = 1
-    crop_to_brain: bool = True
+    crop_margin_mm: float = 4.0
+    clip_percentiles: tuple[float, float] = (0.05, 99.95)
+    coil_maps: Annotated[str, Choice(COIL_MAP_METHODS)] = "espirit"
     reasons: dict[str, str] = _reasons()
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.bias_field)
 
     def __post_init__(self) -> None:
         _check_positive(self, "target_spacing", "registration_spacing_mm", "n4_shrink_factor", "n4_iterations",
                         "n4_tolerance", "lesion_labels")
+        check(len(self.target_spacing) == 3, "target_spacing", f"3 values expected, got {len(self.target_spacing)}")
         check(len(self.normalization) == len(self.bias_field), "normalization",
               f"one scheme per channel expected ({len(self.bias_field)} channels in bias_field), "
               f"got {len(self.normalization)}")
+        check(0 <= self.skull_strip_channel < len(self.bias_field), "skull_strip_channel",
+              f"a channel index 0-{len(self.bias_field) - 1} expected, got {self.skull_strip_channel}")
+        check(self.coregistration != "SyN", "coregistration",
+              "channels of one session are co-registered with Rigid or Affine, not SyN")
         for name in ("image_order", "label_order"):
-            check(0 <= getattr(self, name) <= 5, name, f"spline order 0-5 expected, got {getattr(self, name)}")
+            check(getattr(self, name) in INTERPOLATION_ORDERS, name,
+                  f"one of {sorted(INTERPOLATION_ORDERS)} expected ({', '.join(INTERPOLATION_ORDERS.values())}), "
+                  f"got {getattr(self, name)}")
+        check(self.crop_margin_mm >= 0, "crop_margin_mm", f"must be >= 0, got {self.crop_margin_mm}")
+        clip = self.clip_percentiles
+        check(len(clip) == 2 and 0 <= clip[0] < clip[-1] <= 100, "clip_percentiles",
+              f"two percentiles 0 <= low < high <= 100 expected, got {list(self.clip_percentiles)}")
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,9 @@ def test_preprocessing_strips_only_unstripped_heads():
         return plan_preprocessing(channels, evidence, (1.0, 1.0, 1.0), (1,), {"background": 0, "lesion": 1})
 
     assert plan(True, {0: "FLAIR"}).skull_strip == "none"
-    assert plan(False, {0: "FLAIR"}).skull_strip == "template"
+    assert plan(False, {0: "FLAIR"}).skull_strip == "deepbet"
+    assert plan(False, {0: "FLAIR"}).skull_strip_channel == 0
+    assert plan(False, {0: "FLAIR", 1: "T1"}).skull_strip_channel == 1
     assert plan(False, {0: "FLAIR", 1: "T1"}).skull_strip == "deepbet"
     assert plan(True, {0: "FLAIR", 1: "T1"}).normalization == ("zscore_brain", "zscore_brain")
 
