@@ -188,6 +188,38 @@ def _run_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- preprocess --------------------------------------------------------------------------------------
+
+def _preprocess_arguments(p: argparse.ArgumentParser) -> None:
+    dataset_argument(p)
+    p.add_argument("--force", action="store_true", help="redo cases that are already preprocessed")
+    p.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC pictures (faster)")
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from autopipe.preprocess.runner import preprocess_dataset
+
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
+                                qc=args.qc)
+    print(result["table"])
+    folder = result["folder"]
+    print(f"{result['processed']} case(s) preprocessed, {result['skipped']} already done, "
+          f"{len(result['failed'])} failed -> {folder}")
+    if args.qc and result["report"]["cases"]:
+        print(f"QC: {folder / 'qc' / 'montage.png'} (one picture per case beside it); report: "
+              f"{folder / 'report.json'}")
+    if args.debug:
+        for case, details in result["tracebacks"].items():
+            log.error("traceback of %s:\n%s", case, details)
+    if result["failed"]:
+        log.error("error: %d case(s) failed (reasons above); fix them and rerun: finished cases are kept",
+                  len(result["failed"]))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -210,4 +242,6 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
     ("check", "validate a cohort: one line per problem, exit status 1 on errors", _check_arguments, _run_check),
     ("plan", "fingerprint a cohort and write plans/DATASET/{fingerprint,plans,splits_final}.json",
      _plan_arguments, _run_plan),
+    ("preprocess", "skull strip, bias-correct, register and resample every case into preprocessed/DATASET/",
+     _preprocess_arguments, _run_preprocess),
 ]

@@ -1,0 +1,1 @@
+"""Preprocessing: from a raw case to the arrays the trainers read."""

@@ -1,0 +1,172 @@
+"""`autopipe preprocess`: every training case of a cohort through autopipe.preprocess.case, in parallel.
+
+Resumable: a case whose CASE.json names the current plan's digest is skipped, so a killed run picks
+up where it stopped and an edited plan redoes only what it changes (`force` redoes everything).
+A failing case is reported with its reason and never stops the others. raw_data is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
+from autopipe.cohort.image_io import UnreadableImage
+from autopipe.errors import AutopipeError, first_line
+from autopipe.files import write_json
+from autopipe.paths import Workspace
+from autopipe.plan.configs import PreprocessingPlan
+from autopipe.plan.plans_file import load_plans
+from autopipe.preprocess.case import CaseError, CaseJob, preprocess_case
+from autopipe.preprocess.report import build_report, format_table
+from autopipe.preprocess.storage import case_paths, data_identifier, is_finished, plan_digest, read_properties
+from autopipe.progress import parallel_map
+
+log = logging.getLogger(__name__)
+
+GB_PER_WORKER = 2.5  # measured peak at 1 mm is below 2 GB; the rest is headroom
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one case: its properties, or why it failed (and the traceback, for --debug)."""
+
+    case_id: str
+    properties: dict | None = None
+    error: str | None = None
+    details: str | None = None
+
+
+def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, force: bool = False,
+                       progress: bool = True, qc: bool = True) -> dict:
+    """Preprocess the cohort at `root` with its plans; returns the report and where everything went."""
+    spec = load_dataset(root)
+    plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
+    plan = plans.preprocessing
+    _check_plan_fits(plan, spec)
+    out_root = workspace.preprocessed / spec.name
+    if out_root.resolve().is_relative_to(spec.root.resolve()):
+        raise AutopipeError(f"preprocessed folder {out_root} lies inside the cohort", where=str(spec.root),
+                            fix="autopipe never writes into raw data: choose another --preprocessed-dir")
+    folder = out_root / data_identifier(plan.space, plan.target_spacing)
+    digest = plan_digest(plan)
+    jobs = _jobs(spec, plan, folder, digest, qc, _ct_statistics(workspace, spec, plan))
+    todo = [job for job in jobs if force or not is_finished(folder, job.case_id, digest)]
+    if len(todo) < len(jobs):
+        log.info("%d of %d cases already preprocessed with this plan: skipped (--force redoes them)",
+                 len(jobs) - len(todo), len(jobs))
+    remove_leftovers(folder)
+    write_json(folder / "preprocessing_plan.json", {"digest": digest, "plan": plan})
+    workers = memory_bounded_workers(workers, len(todo))
+    outcomes = parallel_map(run_job, todo, workers, "preprocess", enabled=progress) if todo else []
+    failures = {o.case_id: o.error for o in outcomes if o.error}
+    records = [p for job in jobs if (p := read_properties(case_paths(folder, job.case_id)[1])) is not None
+               and job.case_id not in failures and p.get("plan_digest") == digest]
+    report = build_report(records, failures)
+    write_json(folder / "report.json", report)
+    if qc and records:
+        _montage(folder, report)
+    return {"folder": folder, "report": report, "table": format_table(report), "failed": failures,
+            "tracebacks": {o.case_id: o.details for o in outcomes if o.details},
+            "processed": len(todo) - len(failures), "skipped": len(jobs) - len(todo)}
+
+
+def run_job(job: CaseJob) -> Outcome:
+    """One case in a worker: the properties, or the reason it failed (expected problems as plain messages)."""
+    try:
+        return Outcome(job.case_id, properties=preprocess_case(job))
+    except CaseError as exc:
+        return Outcome(job.case_id, error=str(exc))
+    except UnreadableImage as exc:
+        return Outcome(job.case_id, error=f"cannot read an image of this case: {exc}; check or replace the file")
+    except AutopipeError as exc:
+        return Outcome(job.case_id, error=str(exc).replace("\n", " "))
+    except MemoryError:
+        return Outcome(job.case_id, error="ran out of memory; rerun with fewer workers (-j 1)")
+    except Exception as exc:  # a bug: report it for this case and let the others finish
+        return Outcome(job.case_id, error=f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug? rerun with "
+                                          "--debug for the traceback and report it)",
+                       details=traceback.format_exc())
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete temporary files a killed run left behind (atomic writes name them .tmp_*); they never count as
+    outputs, but they take space. Do not run two preprocess commands on one cohort at once."""
+    if folder.is_dir():
+        for path in folder.rglob(".tmp_*"):
+            path.unlink(missing_ok=True)
+
+
+def memory_bounded_workers(requested: int, cases: int, gb_per_worker: float = GB_PER_WORKER) -> int:
+    """At most `requested` workers, no more than cases, and no more than available memory allows."""
+    workers = max(1, min(requested, cases))
+    available = _available_gb()
+    if available is not None and workers * gb_per_worker > available:
+        fitting = max(1, int(available // gb_per_worker))
+        if fitting < workers:
+            log.warning("%.1f GB of memory available: %d worker(s) instead of %d", available, fitting, workers)
+            workers = fitting
+    return workers
+
+
+def _available_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return None
+
+
+def _check_plan_fits(plan: PreprocessingPlan, spec: DatasetSpec) -> None:
+    if plan.num_channels != spec.num_channels:
+        raise AutopipeError(f"the plan has {plan.num_channels} channel(s) but dataset.json names "
+                            f"{spec.num_channels}", where="plans.json: preprocessing.bias_field",
+                            fix="run `autopipe plan` again after changing the cohort")
+
+
+def _jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: str, qc: bool,
+          ct_stats: dict[int, dict]) -> list[CaseJob]:
+    kspace_dir = folder.parent / "kspace" if spec.kspace is not None else None
+    jobs = []
+    for case_id in training_case_ids(spec):
+        label = spec.label_path(case_id)
+        kspace = spec.kspace_path(case_id)
+        jobs.append(CaseJob(
+            case_id=case_id,
+            images=tuple(spec.image_path(case_id, k) for k in range(spec.num_channels)),
+            label=label if label.is_file() else None,
+            out_dir=folder, plan=plan, digest=digest,
+            kspace=kspace if kspace is not None and kspace.is_file() else None,
+            kspace_dir=kspace_dir, ct_stats=ct_stats, qc=qc))
+    return jobs
+
+
+def _ct_statistics(workspace: Workspace, spec: DatasetSpec, plan: PreprocessingPlan) -> dict[int, dict]:
+    """Cohort foreground intensity statistics per CT channel, from fingerprint.json."""
+    channels = [k for k, scheme in enumerate(plan.normalization) if scheme == "ct"]
+    if not channels:
+        return {}
+    path = workspace.plans_dir(spec.name) / "fingerprint.json"
+    try:
+        intensity = json.loads(path.read_text())["intensity"]
+        return {k: intensity[spec.channel_names[k]]["foreground"] for k in channels}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AutopipeError(f"CT channels need the cohort's intensity statistics, which are missing ({exc})",
+                            where=str(path), fix="run `autopipe plan` again") from None
+
+
+def _montage(folder: Path, report: dict) -> None:
+    from autopipe.preprocess import qc
+
+    tiles = []
+    for row in report["cases"]:
+        views = folder / "qc" / "views" / f"{row['case']}.npz"
+        if views.is_file():
+            tiles.append((row["case"], qc.load_views(views), "; ".join(row["flags"]) or None))
+    if tiles:
+        qc.write_montage(folder / "qc" / "montage.png", tiles)

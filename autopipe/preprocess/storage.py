@@ -1,0 +1,121 @@
+"""Where a preprocessed case lives, and reading it back a patch at a time.
+
+    preprocessed/DATASET/IDENTIFIER/
+        CASE.h5          image float32 [C, X, Y, Z], seg uint8 [X, Y, Z] (if labelled), brain uint8 [X, Y, Z],
+                         lesion_voxels int32 [N, 3] (a sample of lesion positions, for oversampling)
+        CASE.json        properties: native geometry, grids, crop box, transforms, statistics, timings
+        transforms/      ANTs transform files named after the case
+        qc/              CASE.png, views/CASE.npz, montage.png
+        report.json      per-case timings, volumes and flags
+
+Arrays are in RAS voxel order of the case's grid (properties["grid"]). The HDF5 datasets are chunked
+(32^3 voxels) and gzip-1 compressed, so a training patch decompresses only the chunks it touches.
+CASE.json is written last: a case is finished exactly when its JSON exists and names the current
+plan's digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from autopipe.files import atomic_path, to_plain
+
+FORMAT_VERSION = 1
+CHUNK = 32
+MAX_LESION_VOXELS = 10_000
+
+
+def plan_digest(plan: object) -> str:
+    """A short hash of the planned values (reasons excluded): preprocessed data is stale when it changes."""
+    plain = to_plain(plan)
+    if isinstance(plain, dict):
+        plain = {k: v for k, v in plain.items() if k != "reasons"}
+    text = json.dumps({"format_version": FORMAT_VERSION, "plan": plain}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def data_identifier(space: str, spacing: tuple[float, ...]) -> str:
+    """Folder name of a preprocessing: the space and the target spacing, e.g. 'template_2mm'."""
+    values = sorted(set(spacing))
+    text = "x".join(f"{s:g}" for s in spacing) if len(values) > 1 else f"{values[0]:g}"
+    return f"{space}_{text}mm"
+
+
+def case_paths(folder: Path, case_id: str) -> tuple[Path, Path]:
+    """(arrays, properties) of a case."""
+    return folder / f"{case_id}.h5", folder / f"{case_id}.json"
+
+
+def write_case_arrays(path: Path, image: np.ndarray, brain: np.ndarray, seg: np.ndarray | None, seed: int) -> int:
+    """Write a case's arrays atomically; returns the number of lesion voxels (all, not just the sample)."""
+    import h5py
+
+    if image.ndim != 4 or image.shape[1:] != brain.shape or (seg is not None and seg.shape != brain.shape):
+        raise ValueError(f"image [C, X, Y, Z] {image.shape}, brain {brain.shape} and seg "
+                         f"{None if seg is None else seg.shape} must share the grid")
+    chunks = tuple(min(CHUNK, s) for s in brain.shape)
+    options = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    lesion_count = 0
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image.astype(np.float32), chunks=(1, *chunks), **options)
+        f.create_dataset("brain", data=brain.astype(np.uint8), chunks=chunks, **options)
+        if seg is not None:
+            f.create_dataset("seg", data=seg.astype(np.uint8), chunks=chunks, **options)
+            positions = np.argwhere(seg > 0)
+            lesion_count = len(positions)
+            if lesion_count > MAX_LESION_VOXELS:
+                rng = np.random.default_rng(seed)
+                positions = positions[np.sort(rng.choice(lesion_count, MAX_LESION_VOXELS, replace=False))]
+            f.create_dataset("lesion_voxels", data=positions.astype(np.int32))
+        f.attrs["format_version"] = FORMAT_VERSION
+    return lesion_count
+
+
+def read_case(path: Path, names: tuple[str, ...] = ("image", "seg", "brain")) -> dict[str, np.ndarray]:
+    """Whole arrays of a case (those present among `names`)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {name: f[name][()] for name in names if name in f}
+
+
+def read_region(path: Path, start: tuple[int, ...], size: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """image [C, *size] and seg [*size] (if labelled) of the box at `start`, zero-padded where it leaves the grid.
+
+    Only the chunks the box touches are read and decompressed: what a training data loader needs.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        shape = f["brain"].shape
+        inside = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, shape, strict=True))
+        target = tuple(slice(i.start - s, i.stop - s) for i, s in zip(inside, start, strict=True))
+        out = {}
+        image = np.zeros((f["image"].shape[0], *size), np.float32)
+        image[(slice(None), *target)] = f["image"][(slice(None), *inside)]
+        out["image"] = image
+        if "seg" in f:
+            seg = np.zeros(size, np.uint8)
+            seg[target] = f["seg"][inside]
+            out["seg"] = seg
+    return out
+
+
+def read_properties(path: Path) -> dict | None:
+    """A case's properties, or None if missing or unreadable (an unfinished case)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(folder: Path, case_id: str, digest: str) -> bool:
+    """True when the case's arrays and properties exist and were made with the plan whose digest is `digest`."""
+    arrays, properties_path = case_paths(folder, case_id)
+    properties = read_properties(properties_path)
+    return (properties is not None and arrays.is_file() and properties.get("plan_digest") == digest
+            and properties.get("format_version") == FORMAT_VERSION)
