@@ -17,15 +17,16 @@ from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.errors import AutopipeError
 from autopipe.files import to_plain, write_text_atomic
 from autopipe.paths import Workspace
-from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans
+from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans, PreprocessingPlan
 from autopipe.plan.fingerprint import fingerprint_dataset
 from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
 from autopipe.plan.plans_file import dumps_plans, format_json, save_plans
-from autopipe.plan.preprocessing import plan_preprocessing
-from autopipe.plan.segmentation import plan_segmentation
+from autopipe.plan.preprocessing import TEMPLATE, plan_preprocessing, preprocessing_space
+from autopipe.plan.segmentation import fullres_spacing, plan_segmentation
 from autopipe.plan.splits import make_splits
 from autopipe.plan.time_budget import default_budget
+from autopipe.templates import brain_extent_mm
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,9 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
     if not lesion_labels:
         raise AutopipeError("dataset.json declares no foreground label", fix='add one, e.g. "lesion": 1')
     geometry = fingerprint["geometry"]
-    segmentation = plan_segmentation(np.array(geometry["spacing_ras"]), np.array(geometry["shape_after_crop_ras"]),
-                                     len(fingerprint["channel_names"]), NUM_CLASSES, hardware, budget)
+    spacings, shapes = np.array(geometry["spacing_ras"]), np.array(geometry["shape_after_crop_ras"])
+    segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
+                                     budget, training_extent(spacings, shapes))
     channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
     hand = plan_hand_function(fingerprint["clinical"])
     return Plans(
@@ -108,6 +110,19 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         joint=plan_joint(hand),
         reasons={"transpose_forward": segmentation.reasons["transpose_forward"]},
     )
+
+
+def training_extent(spacings: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """What the network will see, in mm, when preprocessing registers cases to the template: the template's
+    brain box plus the crop margin (the same for every case). None in native space: the cases' own extent."""
+    target, _ = fullres_spacing(spacings, shapes)
+    if preprocessing_space(tuple(target)) != "template":
+        return None
+    margin = PreprocessingPlan.crop_margin_mm  # the default, declared once on the dataclass
+    extent = brain_extent_mm(TEMPLATE) + 2 * margin
+    return extent, (f"the template's brain box ({' x '.join(f'{e:.0f}' for e in extent - 2 * margin)} mm) plus "
+                    f"{margin:g} mm each side, at the target spacing: cases are registered to it and cropped to "
+                    "the brain")
 
 
 def patient_ids(spec: DatasetSpec) -> dict[str, str] | None:

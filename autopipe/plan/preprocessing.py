@@ -12,6 +12,7 @@ from __future__ import annotations
 from autopipe.plan.configs import DEFAULT, PreprocessingPlan, planned
 
 ANISOTROPY_NATIVE = 3.0
+TEMPLATE = "mni152_2009a_sym"
 T1_WORDS = ("t1",)
 CT_WORDS = ("ct",)
 
@@ -32,11 +33,11 @@ def plan_preprocessing(channel_names: dict[int, str], skull_stripped: dict, targ
         skull_strip_channel=strip_channel,
         bias_field=(tuple("none" if is_ct(n) else "n4" for n in names),
                     "N4 for MRI channels (bias fields are an MRI artefact); none for CT"),
-        template=("mni152_2009a_sym", "shipped in nilearn (no download); skull-stripped like the brains it is "
+        template=(TEMPLATE, "shipped in nilearn (no download); skull-stripped like the brains it is "
                                       "registered with"),
         registration_transform=("Affine", "aligns head size and pose in ~2 s at 2 mm, so lesion maps of different "
                                           "patients compare voxel by voxel; SyN (~5 s) would also warp the lesions"),
-        space=_space(target_spacing),
+        space=(preprocessing_space(target_spacing), _space_reason(target_spacing)),
         target_spacing=(tuple(float(s) for s in target_spacing), "the segmentation target spacing (RAS axis order)"),
         normalization=(tuple("ct" if is_ct(n) else "zscore_brain" for n in names),
                        "MRI: z-score per image inside the brain mask (lesions are too small to normalize by); "
@@ -73,10 +74,15 @@ def _skull_strip(names: list[str], evidence: dict) -> tuple[tuple[str, str], tup
     return method, (t1, f"channel {t1} ({names[t1]}): deepbet was trained on T1")
 
 
-def _space(target_spacing: tuple[float, ...]) -> tuple[str, str]:
+def preprocessing_space(target_spacing: tuple[float, ...]) -> str:
+    """'template' unless the target spacing is anisotropic (> 3x): thick slices stay along their own axis."""
+    return "native" if max(target_spacing) / min(target_spacing) > ANISOTROPY_NATIVE else "template"
+
+
+def _space_reason(target_spacing: tuple[float, ...]) -> str:
     anisotropy = max(target_spacing) / min(target_spacing)
     if anisotropy > ANISOTROPY_NATIVE:
-        return "native", (f"target anisotropy {anisotropy:.2g} > 3: thick slices stay along their own axis instead "
-                          "of being rotated into template axes")
-    return "template", (f"target anisotropy {anisotropy:.2g} <= 3: train in template space, where heads share pose "
-                        "and size and lesion maps compare across patients")
+        return (f"target anisotropy {anisotropy:.2g} > 3: thick slices stay along their own axis instead of being "
+                "rotated into template axes")
+    return (f"target anisotropy {anisotropy:.2g} <= 3: train in template space, where heads share pose and size "
+            "and lesion maps compare across patients")

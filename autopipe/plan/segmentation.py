@@ -115,12 +115,21 @@ def plan_unet(spacing: np.ndarray, median_shape: np.ndarray, dataset_voxels: flo
 
 
 def plan_segmentation(spacings: np.ndarray, shapes: np.ndarray, num_channels: int, num_classes: int,
-                      hardware: HardwarePlan, budget: BudgetPlan) -> SegmentationPlanning:
-    """Both configurations for cases with these spacings and cropped shapes (one row per case, mm / voxels)."""
+                      hardware: HardwarePlan, budget: BudgetPlan,
+                      training_extent: tuple[np.ndarray, str] | None = None) -> SegmentationPlanning:
+    """Both configurations for cases with these spacings and cropped shapes (one row per case, mm / voxels).
+
+    `training_extent` (mm per axis, why) replaces the cases' cropped extent when preprocessing knows better
+    what the network will see, e.g. the template's brain box when cases are registered to it.
+    """
     spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
     target, spacing_reason = fullres_spacing(spacings, shapes)
     order = transpose_forward(target)
     median = resampled_median_shape(spacings, shapes, target)
+    shape_reason = f"median over {len(spacings)} cases of the cropped shape at the target spacing"
+    if training_extent is not None:
+        median = np.ceil(np.asarray(training_extent[0], float) / target)
+        shape_reason = training_extent[1]
     dataset_voxels = float(np.prod(median[list(order)])) * len(spacings)
     configurations = {}
     for name, axes in (("3d_fullres", list(order)), ("2d", list(order[1:]))):
@@ -129,7 +138,7 @@ def plan_segmentation(spacings: np.ndarray, shapes: np.ndarray, num_channels: in
         spacing, shape = target[axes], median[axes]
         nnunet = plan_unet(spacing, shape, dataset_voxels, num_classes, hardware.memory_gb)
         timed = fit_to_budget(spacing, shape, nnunet, num_channels, num_classes, hardware, budget)
-        configurations[name] = _configuration(spacing, shape, timed, len(spacings), hardware, spacing_reason)
+        configurations[name] = _configuration(spacing, shape, timed, hardware, spacing_reason, shape_reason)
     reasons = {
         "transpose_forward": f"coarsest axis ({order[0]}) first; configurations list axes in this order",
         "target_spacing": spacing_reason,
@@ -138,15 +147,14 @@ def plan_segmentation(spacings: np.ndarray, shapes: np.ndarray, num_channels: in
     return SegmentationPlanning(target_out, order, configurations, reasons)  # type: ignore[arg-type]
 
 
-def _configuration(spacing: np.ndarray, median: np.ndarray, timed: TimedPlan, num_cases: int,
-                   hardware: HardwarePlan, spacing_reason: str) -> SegmentationConfig:
+def _configuration(spacing: np.ndarray, median: np.ndarray, timed: TimedPlan, hardware: HardwarePlan,
+                   spacing_reason: str, shape_reason: str) -> SegmentationConfig:
     unet, topology = timed.unet, timed.unet.topology
     pooling = "nnU-Net's pooling rule for this patch: pool axes >= 8 voxels within 2x of the finest spacing"
     return planned(
         SegmentationConfig,
         spacing=(tuple(round(float(s), 6) for s in spacing), spacing_reason),
-        median_shape=(tuple(float(s) for s in median),
-                      f"median over {num_cases} cases of the cropped shape at the target spacing"),
+        median_shape=(tuple(float(s) for s in median), shape_reason),
         patch_size=(tuple(int(s) for s in unet.patch_size), timed.reasons["patch_size"]),
         batch_size=(unet.batch_size, timed.reasons["batch_size"]),
         n_stages=(topology.n_stages, pooling),

@@ -30,7 +30,7 @@ from autopipe.preprocess.normalize import ct_normalize, zscore
 from autopipe.preprocess.registration import Registration, apply, register
 from autopipe.preprocess.skull_strip import brain_mask
 from autopipe.preprocess.storage import FORMAT_VERSION, case_paths, write_case_arrays
-from autopipe.preprocess.template import load_template, nearest_resolution
+from autopipe.templates import load_template, nearest_resolution
 
 MIN_BRAIN_ML = 100.0  # smaller "brains" are failed strips (a neonate's brain is ~350 ml)
 GRID_TOLERANCE_MM = 1e-3

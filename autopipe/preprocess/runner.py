@@ -53,7 +53,7 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
                             fix="autopipe never writes into raw data: choose another --preprocessed-dir")
     folder = out_root / data_identifier(plan.space, plan.target_spacing)
     digest = plan_digest(plan)
-    jobs = _jobs(spec, plan, folder, digest, qc, _ct_statistics(workspace, spec, plan))
+    jobs = case_jobs(spec, plan, folder, digest, qc, _ct_statistics(workspace, spec, plan))
     todo = [job for job in jobs if force or not is_finished(folder, job.case_id, digest)]
     if len(todo) < len(jobs):
         log.info("%d of %d cases already preprocessed with this plan: skipped (--force redoes them)",
@@ -129,8 +129,9 @@ def _check_plan_fits(plan: PreprocessingPlan, spec: DatasetSpec) -> None:
                             fix="run `autopipe plan` again after changing the cohort")
 
 
-def _jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: str, qc: bool,
+def case_jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: str, qc: bool,
           ct_stats: dict[int, dict]) -> list[CaseJob]:
+    """One job per training case of the cohort, writing into `folder` (k-space beside it, in kspace/)."""
     kspace_dir = folder.parent / "kspace" if spec.kspace is not None else None
     jobs = []
     for case_id in training_case_ids(spec):

@@ -126,3 +126,21 @@ def test_configs_check_themselves_on_construction(plans):
     config = plans.configurations["3d_fullres"]
     with pytest.raises(PlanValueError, match="strides"):
         SegmentationConfig(**{**vars(config), "strides": config.strides[:-1]})
+
+
+def test_template_space_sizes_the_network_for_the_template_brain(plans):
+    """Registered cases are cropped to the brain in template space: the patch is planned on that box, not the head."""
+    assert plans.preprocessing.space == "template"
+    config = plans.configurations["3d_fullres"]
+    # MNI152 2009a brain box 145 x 181 x 155 mm, plus 4 mm each side, at 1 mm
+    assert config.median_shape == (153.0, 189.0, 163.0)
+    assert "template's brain box" in config.reasons["median_shape"]
+
+
+def test_anisotropic_cohorts_stay_in_native_space():
+    thick = {**FINGERPRINT, "geometry": {"spacing_ras": [[0.5, 0.5, 5.0]] * 10,
+                                         "shape_after_crop_ras": [[400, 400, 30]] * 10}}
+    hardware = resolve_hardware("cpu", memory_gb=16, throughput_gflops=100.0, threads=2)
+    plans = build_plans(thick, hardware, default_budget("cpu", None))
+    assert plans.preprocessing.space == "native"
+    assert plans.configurations["3d_fullres"].median_shape == (30.0, 400.0, 400.0)  # thick axis first
