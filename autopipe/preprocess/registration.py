@@ -36,7 +36,10 @@ class Registration:
     invert_inverse: tuple[bool, ...]
 
     def relocated(self, folder: Path, prefix: str) -> Registration:
-        """Copies of the transform files in `folder` named `prefix` + their role; returns the new record."""
+        """The transform files moved into `folder`, named `prefix` + their role; returns the new record.
+
+        Moving (not copying) also clears ANTs' temporary files, which would otherwise pile up in /tmp.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         moved: dict[str, str] = {}
         for path in dict.fromkeys(self.forward + self.inverse):
@@ -44,7 +47,7 @@ class Registration:
             role = "affine" if suffix == ".mat" else ("inverse_warp" if "Inverse" in path else "warp")
             target = folder / f"{prefix}_{role}{suffix}"
             tmp = target.with_name(".tmp_" + target.name)
-            shutil.copyfile(path, tmp)
+            shutil.move(path, tmp)
             tmp.replace(target)
             moved[path] = target.name
         return Registration(tuple(moved[p] for p in self.forward), tuple(moved[p] for p in self.inverse),

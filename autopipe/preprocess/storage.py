@@ -92,16 +92,17 @@ def read_region(path: Path, start: tuple[int, ...], size: tuple[int, ...]) -> di
 
     with h5py.File(path, "r") as f:
         shape = f["brain"].shape
-        inside = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, shape, strict=True))
-        target = tuple(slice(i.start - s, i.stop - s) for i, s in zip(inside, start, strict=True))
-        out = {}
-        image = np.zeros((f["image"].shape[0], *size), np.float32)
-        image[(slice(None), *target)] = f["image"][(slice(None), *inside)]
-        out["image"] = image
+        inside = tuple(slice(max(0, s), max(0, min(n, s + k))) for s, k, n in zip(start, size, shape, strict=True))
+        target = tuple(slice(i.start - s, i.start - s + max(0, i.stop - i.start))
+                       for i, s in zip(inside, start, strict=True))
+        overlaps = all(i.stop > i.start for i in inside)
+        out = {"image": np.zeros((f["image"].shape[0], *size), np.float32)}
+        if overlaps:
+            out["image"][(slice(None), *target)] = f["image"][(slice(None), *inside)]
         if "seg" in f:
-            seg = np.zeros(size, np.uint8)
-            seg[target] = f["seg"][inside]
-            out["seg"] = seg
+            out["seg"] = np.zeros(size, np.uint8)
+            if overlaps:
+                out["seg"][target] = f["seg"][inside]
     return out
 
 
