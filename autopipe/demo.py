@@ -1,7 +1,7 @@
 """`autopipe demo`: the whole pipeline on built-in data, in its own folder so real work is never touched.
 
-Today: synthesize a small 2 mm cohort, check it, plan it, and say where everything went. Each
-later stage adds its step here. Re-running reuses what an earlier run finished.
+Today: synthesize a small 2 mm cohort, check it, plan it, preprocess it, and say where everything
+went. Each later stage adds its step here. Re-running reuses what an earlier run finished.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
     from autopipe.cohort.check import check_cohort
     from autopipe.plan.planner import plan_dataset
+    from autopipe.preprocess.runner import preprocess_dataset
     from autopipe.synth.cohort import SynthOptions
     from autopipe.synth.output import synthesize_atomically
 
@@ -52,12 +53,21 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
     result = plan_dataset(cohort, ws, workers=workers)
     log.info("%s", result["summary"])
 
+    _step(4, "preprocess: skull strip, N4, register to MNI152, resample, normalize (finished cases are kept)")
+    pre = preprocess_dataset(cohort, ws, workers=workers)
+    log.info("%s", pre["table"])
+    if pre["failed"]:
+        raise AutopipeError(f"{len(pre['failed'])} demo case(s) failed to preprocess (reasons above)",
+                            where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
+
     log.info("\nDone in %.0f s. Where everything went:", time.monotonic() - started)
     log.info("   cohort        %s", cohort)
     log.info("   ground truth  %s", cohort / "groundtruth")
     log.info("   plans         %s", ws.plans_dir(DEMO_DATASET))
-    log.info("Next: read plans.json (every value says why it was chosen), or run your own cohort:"
-             " `autopipe check`, then `autopipe plan`.")
+    log.info("   preprocessed  %s", pre["folder"])
+    log.info("   QC pictures   %s (montage.png: every case at a glance)", pre["folder"] / "qc")
+    log.info("Next: look at the QC montage and read plans.json (every value says why it was chosen), or run your"
+             " own cohort: `autopipe check`, `autopipe plan`, then `autopipe preprocess`.")
     return 0
 
 
