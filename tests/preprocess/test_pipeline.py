@@ -211,3 +211,14 @@ def test_killed_run_resumes_without_half_written_cases(base, tmp_path):
     assert not list(folder.rglob(".tmp_*"))
     assert math.isclose(properties(resumed, "PVL_001")["brain_volume_ml"],
                         read_properties(case_paths(folder, "PVL_001")[1])["brain_volume_ml"])
+
+
+def test_deepbet_reaches_the_target_dice_on_synthetic_heads(base):
+    """The issue's target, 0.95 against the generator's brain masks, on FLAIR and T1 at 3 mm."""
+    from autopipe.preprocess.skull_strip import brain_mask
+
+    case = base / "raw_data" / DATASET
+    truth = to_ras(read_volume(case / "groundtruth" / "PVL_002_brain.nii.gz")).data > 0
+    for channel in ("0000", "0001"):
+        image = to_ras(read_volume(case / "imagesTr" / f"PVL_002_{channel}.nii.gz", np.float32))
+        assert dice(brain_mask(image.data, "deepbet"), truth) >= 0.95, channel
