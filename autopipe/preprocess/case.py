@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe import __version__
-from autopipe.cohort.image_io import Volume, read_volume
+from autopipe.cohort.image_io import Header, Volume, read_header, read_volume
 from autopipe.cohort.problem import dims
 from autopipe.files import write_json
 from autopipe.plan.configs import PreprocessingPlan
@@ -146,9 +146,9 @@ def preprocess_case(job: CaseJob) -> dict:
     return properties
 
 
-def _read(job: CaseJob) -> tuple[Volume, list[Volume], np.ndarray | None]:
-    """(channel 0 as stored, every channel in RAS float32, the binarized label in RAS or None)."""
-    native = read_volume(job.images[0])
+def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None]:
+    """(channel 0's geometry as stored, every channel in RAS float32, the binarized label in RAS or None)."""
+    native = read_header(job.images[0])
     channels = []
     for path in job.images:
         volume = read_volume(path, np.float32)
@@ -220,7 +220,7 @@ def _training_grid(job: CaseJob, brain: Volume, to_template: Registration
         full, transforms = resampled_grid(Grid.of(template_image), plan.target_spacing), to_template.forward
     else:
         full, transforms = resampled_grid(Grid.of(brain), plan.target_spacing), ()
-    mask = threshold_interpolated(apply(brain, full, transforms, 1, job.out_dir / "transforms"))
+    mask = _resample_mask(brain, full, transforms, job)
     margin = math.ceil(plan.crop_margin_mm / min(plan.target_spacing))
     box = bounding_box(mask, margin)
     if box is None:
