@@ -222,3 +222,27 @@ def test_deepbet_reaches_the_target_dice_on_synthetic_heads(base):
     for channel in ("0000", "0001"):
         image = to_ras(read_volume(case / "imagesTr" / f"PVL_002_{channel}.nii.gz", np.float32))
         assert dice(brain_mask(image.data, "deepbet"), truth) >= 0.95, channel
+
+
+def test_native_space_with_syn_maps_back_to_the_scan(base, tmp_path):
+    """The plan's other space and transform: a grid on the scan's own RAS axes, SyN to the template."""
+    import dataclasses
+
+    from autopipe.plan.plans_file import load_plans
+    from autopipe.preprocess.case import CaseJob, preprocess_case
+    from autopipe.preprocess.storage import plan_digest
+
+    cohort = base / "raw_data" / DATASET
+    plan = dataclasses.replace(load_plans(base / "plans" / DATASET / "plans.json").preprocessing,
+                               space="native", registration_transform="SyN")
+    images = tuple(cohort / "imagesTr" / f"PVL_003_{k:04d}.nii.gz" for k in range(2))
+    props = preprocess_case(CaseJob("PVL_003", images, cohort / "labelsTr" / "PVL_003.nii.gz", tmp_path, plan,
+                                    plan_digest(plan), qc=False))
+    assert props["space"] == "native" and props["transforms"]["to_grid"] == []
+    assert len(props["transforms"]["to_template"]["forward"]) == 2  # warp + affine
+    grid = Grid.from_plain(props["grid"])
+    assert np.allclose(grid.affine[:3, :3], np.diag([3.0, 3.0, 3.0]))  # RAS axes of the scan, no rotation
+    brain = read_case(tmp_path / "PVL_003.h5", ("brain",))["brain"]
+    truth = read_volume(cohort / "groundtruth" / "PVL_003_brain.nii.gz").data
+    assert dice(mask_to_native(brain, props, tmp_path).data, truth) > 0.93
+    assert props["registration_dice"] > 0.9
