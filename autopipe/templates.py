@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from autopipe.cohort.image_io import Volume
+from autopipe.cohort.image_io import Volume, bounding_box
 
 TEMPLATE_RESOLUTIONS_MM = (1, 2)
 
@@ -44,6 +44,4 @@ def nearest_resolution(spacing_mm: float) -> int:
 def brain_extent_mm(name: str) -> np.ndarray:
     """Size in mm (RAS axes) of the bounding box of the template's 1 mm brain mask."""
     _, mask = load_template(name, 1)
-    hits = [np.flatnonzero(mask.data.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    spacing = np.linalg.norm(mask.affine[:3, :3], axis=0)
-    return np.array([(h[-1] - h[0] + 1) for h in hits], float) * spacing
+    return np.array([hi - lo for lo, hi in bounding_box(mask.data)], float) * np.array(mask.spacing)

@@ -80,6 +80,18 @@ def axcodes_of(affine: np.ndarray) -> str:
     return "".join(nib.aff2axcodes(affine))
 
 
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...] | None:
+    """[lo, hi) per axis of the non-zero voxels, widened by `margin` voxels and clipped; None if empty."""
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        box.append((max(0, int(hit[0]) - margin), min(mask.shape[axis], int(hit[-1]) + 1 + margin)))
+    return tuple(box)
+
+
 def file_ending(path: Path | str) -> str:
     name = str(path).lower()
     for ending in SUPPORTED_ENDINGS:

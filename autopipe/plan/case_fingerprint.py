@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from autopipe.cohort.image_io import UnreadableImage, axcodes_of, read_volume, spacing_of
+from autopipe.cohort.image_io import UnreadableImage, axcodes_of, bounding_box, read_volume, spacing_of
 from autopipe.cohort.kspace_file import read_kspace, read_kspace_header
 from autopipe.mri.masks import calibration_region, effective_acceleration
 
@@ -94,10 +94,10 @@ def geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict:
 
 def crop(head: np.ndarray) -> dict:
     """Shape of the bounding box of the nonzero region (holes filled) and its share of all voxels."""
-    if not head.any():
+    box = bounding_box(head)
+    if box is None:
         return {"shape_after_crop": [int(s) for s in head.shape], "crop_ratio": 1.0}
-    coords = np.nonzero(head)
-    cropped = [int(c.max() - c.min() + 1) for c in coords]
+    cropped = [hi - lo for lo, hi in box]
     return {"shape_after_crop": cropped, "crop_ratio": round(math.prod(cropped) / head.size, 4)}
 
 

@@ -98,14 +98,3 @@ def grid_image(grid: Grid):
     """An all-zero ANTsImage on `grid`: the reference (fixed) image that resampling fills."""
     return to_ants(Volume(np.zeros(grid.shape, np.float32), grid.affine))
 
-
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...] | None:
-    """[lo, hi) per axis of the non-zero voxels, widened by `margin` voxels and clipped; None if empty."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append((max(0, int(hit[0]) - margin), min(mask.shape[axis], int(hit[-1]) + 1 + margin)))
-    return tuple(box)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autopipe.cohort.image_io import bounding_box
 from autopipe.cohort.problem import dims
 from autopipe.files import atomic_path
 
@@ -397,10 +398,7 @@ def _default_centre(shape: tuple[int, int, int], spacing: tuple[float, float, fl
         mass = voxels.mean(axis=0)
         nearest = np.argmin((((voxels - mass) * np.asarray(spacing)) ** 2).sum(axis=1))
         return tuple(int(v) for v in voxels[nearest])
-    if brain is not None and brain.any():
-        bounds = []
-        for axis in range(3):
-            hit = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-            bounds.append((int(hit[0]) + int(hit[-1])) // 2)
-        return tuple(bounds)
+    box = None if brain is None else bounding_box(brain)
+    if box is not None:
+        return tuple((lo + hi - 1) // 2 for lo, hi in box)
     return tuple(n // 2 for n in shape)

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from autopipe.cohort.image_io import Volume
+from autopipe.cohort.image_io import Volume, bounding_box
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import runner
 from autopipe.preprocess.geometry import (
     Grid,
-    bounding_box,
     from_ants,
     resampled_grid,
     to_ants,
