@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from autopipe import __version__
-from autopipe.cohort.image_io import Header, Volume, read_header, read_volume
+from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume
 from autopipe.cohort.problem import dims
 from autopipe.files import write_json
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import qc
 from autopipe.preprocess.bias_field import n4_correct
-from autopipe.preprocess.geometry import Grid, bounding_box, resampled_grid, to_ras
+from autopipe.preprocess.geometry import Grid, resampled_grid, to_ras
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
 from autopipe.preprocess.registration import Registration, apply, register
@@ -79,7 +79,7 @@ def preprocess_case(job: CaseJob) -> dict:
     """
     plan, timer = job.plan, Timer()
     with timer("read"):
-        native, channels, label = _read(job)
+        native, channels, label, stored_label = _read(job)
     reference = channels[0]
     with timer("coregister"):
         aligned, coregistrations = _coregister(job, channels)
@@ -110,7 +110,7 @@ def preprocess_case(job: CaseJob) -> dict:
     kspace = None
     if job.kspace is not None and job.kspace_dir is not None:
         with timer("kspace"):
-            kspace = _prepare_kspace(job)
+            kspace = _prepare_kspace(job, stored_label)
     voxel_ml = math.prod(reference.spacing) / 1000
     properties = {
         "format_version": FORMAT_VERSION,
@@ -146,8 +146,9 @@ def preprocess_case(job: CaseJob) -> dict:
     return properties
 
 
-def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None]:
-    """(channel 0's geometry as stored, every channel in RAS float32, the binarized label in RAS or None)."""
+def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None, np.ndarray | None]:
+    """(channel 0's geometry as stored, every channel in RAS float32, the binarized label in RAS and as stored,
+    or None twice)."""
     native = read_header(job.images[0])
     channels = []
     for path in job.images:
@@ -156,15 +157,16 @@ def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None]:
             raise CaseError(f"{path.name}: a 3D image is expected, got shape {dims(volume.shape)}; "
                             "split 4D series into one file per channel")
         channels.append(to_ras(volume.with_data(np.nan_to_num(volume.data, nan=0.0, posinf=0.0, neginf=0.0))))
-    label = None
-    if job.label is not None:
-        stored = to_ras(read_volume(job.label))
-        if not _same_grid(stored, channels[0]):
-            raise CaseError(f"{job.label.name}: its grid ({dims(stored.shape)}, spacing "
-                            f"{dims(stored.spacing)}) differs from {job.images[0].name} ({dims(channels[0].shape)}, "
-                            f"{dims(channels[0].spacing)}); resample the label onto the first channel's grid")
-        label = binarize(stored.data, job.plan.lesion_labels)
-    return native, channels, label
+    if job.label is None:
+        return native, channels, None, None
+    stored = read_volume(job.label)
+    stored = stored.with_data(binarize(stored.data, job.plan.lesion_labels))
+    label = to_ras(stored)
+    if not _same_grid(label, channels[0]):
+        raise CaseError(f"{job.label.name}: its grid ({dims(label.shape)}, spacing "
+                        f"{dims(label.spacing)}) differs from {job.images[0].name} ({dims(channels[0].shape)}, "
+                        f"{dims(channels[0].spacing)}); resample the label onto the first channel's grid")
+    return native, channels, label.data, stored.data
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
@@ -270,16 +272,13 @@ def _write_qc(job: CaseJob, reference: Volume, raw: np.ndarray, corrected: np.nd
     qc.save_views(folder / "views" / f"{job.case_id}.npz", corrected_views)
 
 
-def _prepare_kspace(job: CaseJob) -> dict:
+def _prepare_kspace(job: CaseJob, stored_label: np.ndarray | None) -> dict:
     """The case's k-space file prepared for the reconstruction trainer (coil maps, scaling, per-slice storage).
 
-    Slices index the channel-0 image as stored (not reoriented), so the label is taken in that order too.
+    Slices index the channel-0 image as stored (not reoriented), so the binarized label comes in that order.
     """
     from autopipe.preprocess.kspace_prep import prepare_kspace_case
 
-    native_label = None
-    if job.label is not None:
-        native_label = binarize(read_volume(job.label).data, job.plan.lesion_labels)
     destination = job.kspace_dir / f"{job.case_id}.h5"
-    return prepare_kspace_case(job.kspace, destination, label=native_label, lesion_labels=(1,),
+    return prepare_kspace_case(job.kspace, destination, label=stored_label, lesion_labels=(1,),
                                coil_method=job.plan.coil_maps)

@@ -12,8 +12,6 @@ import statistics
 BRAIN_VOLUME_TOLERANCE = 0.25  # relative to the cohort median; adult brains vary by about +-15%
 MIN_CASES_FOR_MEDIAN = 3
 MIN_REGISTRATION_DICE = 0.90  # Affine to MNI typically reaches 0.95-0.97 on the warped brain mask
-STEPS = ("read", "coregister", "skull_strip", "bias_field", "register", "resample", "normalize", "write", "qc",
-         "kspace")
 
 
 def case_flags(record: dict, median_brain_ml: float | None) -> list[str]:
@@ -41,7 +39,7 @@ def build_report(records: list[dict], failures: dict[str, str]) -> dict:
         rows.append({"case": record["case"], "seconds": record["seconds"], "timings": record["timings"],
                      "brain_volume_ml": record["brain_volume_ml"], "lesion_volume_ml": record["lesion_volume_ml"],
                      "registration_dice": record["registration_dice"], "flags": case_flags(record, median)})
-    steps = [s for s in STEPS if any(s in r["timings"] for r in rows)]
+    steps = list(dict.fromkeys(step for r in rows for step in r["timings"]))  # in the order the steps ran
     return {
         "cases": rows,
         "failed": dict(sorted(failures.items())),
