@@ -1,0 +1,1 @@
+"""Score predictions against references: overlap, surface and lesion-wise metrics, and the postprocessing they pick."""
