@@ -1,0 +1,1 @@
+"""Train what the plan instantiated: segmentation U-Nets (and, later, reconstruction and hand function)."""
