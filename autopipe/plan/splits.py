@@ -13,8 +13,10 @@ Written as nnU-Net's splits_final.json: a list of {"train": [...], "val": [...]}
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
@@ -80,3 +82,27 @@ def _patient_kfold(groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.n
         held_out = np.isin(groups, names[val])
         pairs.append((np.flatnonzero(~held_out), np.flatnonzero(held_out)))
     return pairs
+
+
+def load_splits(path: Path) -> list[dict[str, list[str]]]:
+    """splits_final.json, validated: a non-empty list of {"train": [...], "val": [...]} with case-id strings."""
+    fix = "run `autopipe plan` to write it again (existing folds over the same cases are kept)"
+    try:
+        folds = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AutopipeError("no cross-validation folds yet", where=str(path), fix="run `autopipe plan` first") from None
+    except (OSError, ValueError) as exc:
+        raise AutopipeError(f"cannot be read as JSON ({exc})", where=str(path), fix=fix) from None
+    if not isinstance(folds, list) or not folds:
+        raise AutopipeError("a non-empty list of folds expected", where=str(path), fix=fix)
+    for index, fold in enumerate(folds):
+        ok = isinstance(fold, dict) and all(
+            isinstance(fold.get(key), list) and all(isinstance(c, str) for c in fold[key]) for key in ("train", "val"))
+        if not ok:
+            raise AutopipeError(f"fold {index}: {{\"train\": [case ids], \"val\": [case ids]}} expected",
+                                where=str(path), fix=fix)
+        overlap = sorted(set(fold["train"]) & set(fold["val"]))
+        if overlap:
+            raise AutopipeError(f"fold {index}: {', '.join(overlap[:5])} both in train and val", where=str(path),
+                                fix=fix)
+    return folds

@@ -1,0 +1,257 @@
+"""Train one segmentation configuration on one fold: a linear loop of epoch -> steps -> validation -> checkpoint.
+
+Every part is injected or built from the plan: the network (autopipe.train.network), the loss
+(autopipe.train.loss), the batches (autopipe.train.batches), the schedule (autopipe.train.schedule).
+Batch k is a pure function of (seed, rank, k) and every epoch ends in a checkpoint holding the network,
+optimizer and (on CUDA) gradient-scaler state, so a run resumed with `--continue` continues exactly
+where it stopped: on a CPU the weights equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from autopipe.plan.configs import SegmentationConfig
+from autopipe.progress import Progress
+from autopipe.train.batches import PatchBatches, batch_loader
+from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from autopipe.train.curves import plot_progress
+from autopipe.train.distributed import Ranks, barrier, sum_across_ranks
+from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
+from autopipe.train.network import build_network, output_strides
+from autopipe.train.schedule import poly_lr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How to train; nnU-Net's optimizer defaults. `epochs` and `iterations_per_epoch` come from the plan."""
+
+    epochs: int
+    iterations_per_epoch: int
+    validation_iterations: int = 10
+    initial_lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    ema_weight: float = 0.9  # moving average of the pseudo Dice: 0.9 old + 0.1 new (nnU-Net)
+    seed: int = 12345
+    loader_workers: int = 0
+    mixed_precision: bool = True  # on CUDA only
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What to train: one configuration of the plan on one fold's cases."""
+
+    name: str
+    fold: str
+    config: SegmentationConfig
+    preprocessed: Path
+    train_cases: tuple[str, ...]
+    val_cases: tuple[str, ...]
+    transpose_forward: tuple[int, ...]
+    in_channels: int
+    num_classes: int
+    out_dir: Path
+    plan_digest: str
+    settings: TrainingSettings
+
+
+def network_kwargs(job: TrainingJob) -> dict:
+    """The network's constructor arguments, stored in checkpoints so predictions never need the plan."""
+    c = job.config
+    return {"in_channels": job.in_channels, "num_classes": job.num_classes,
+            "features_per_stage": list(c.features_per_stage), "kernel_sizes": [list(k) for k in c.kernel_sizes],
+            "strides": [list(s) for s in c.strides], "n_conv_per_stage": c.n_conv_per_stage,
+            "deep_supervision": c.deep_supervision}
+
+
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """The planned batch is split over the ranks (nnU-Net's DDP rule), at least one sample each."""
+    return max(1, batch_size // world_size)
+
+
+def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train `job`; returns {"epochs", "best_ema_dice", "seconds", "history"}. Writes under job.out_dir:
+    checkpoint_latest.pt (every epoch; removed when finished), checkpoint_best.pt, checkpoint_final.pt,
+    progress.png and progress.json."""
+    settings, ranks = job.settings, ranks or Ranks()
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(settings.seed)
+    network = build_network(job.config, job.in_channels, job.num_classes).to(device)
+    optimizer = torch.optim.SGD(network.parameters(), lr=settings.initial_lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, nesterov=True)
+    amp = device.type == "cuda" and settings.mixed_precision
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    history: list[dict] = []
+    best = -math.inf
+    start_epoch = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path(job.out_dir, "latest"), map_location=device)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history, best, start_epoch = list(state["history"]), float(state["best_ema_dice"]), int(state["epoch"])
+        log.info("resuming %s fold %s after epoch %d of %d", job.name, job.fold, start_epoch, settings.epochs)
+    # the lowest-resolution head has deep-supervision weight 0, so its parameters get no gradient
+    model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None,
+                                    find_unused_parameters=True) if ranks.distributed else network
+    batch_size = per_rank_batch_size(job.config.batch_size, ranks.world_size)
+    patch = job.config.patch_size
+
+    def batches(cases: tuple[str, ...], augment: bool, stream: str) -> PatchBatches:
+        return PatchBatches(job.preprocessed, cases, patch, batch_size, job.transpose_forward, settings.seed,
+                            augment=augment, rank=ranks.rank, stream=stream)
+
+    training = batches(job.train_cases, True, "train")
+    validation = batches(job.val_cases or job.train_cases, False, "validation")  # fold "all": its own cases
+    strides = output_strides(job.config.strides)
+    weights = deep_supervision_weights(len(strides)) if job.config.deep_supervision else (1.0,)
+    started = time.monotonic()
+    for epoch in range(start_epoch, settings.epochs):
+        lr = poly_lr(settings.initial_lr, epoch, settings.epochs, settings.poly_exponent)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tick = time.monotonic()
+        train_loss, wait = _train_epoch(model, optimizer, scaler, training, epoch, job, device, strides, weights,
+                                        progress and ranks.is_main)
+        val_loss, dice = _validate(model, validation, epoch, job, device, strides, weights)
+        ema = _moving_average(history[-1]["ema_pseudo_dice"] if history else math.nan, dice, settings.ema_weight)
+        seconds = time.monotonic() - tick
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
+                        "ema_pseudo_dice": ema, "lr": lr, "seconds": round(seconds, 3),
+                        "data_wait": round(wait / seconds, 4)})
+        improved = not math.isnan(ema) and ema > best
+        best = ema if improved else best
+        if ranks.is_main:
+            log.info("%s fold %s epoch %d/%d: train loss %.4f, validation loss %.4f, pseudo Dice %.3f (average "
+                     "%.3f%s), lr %.5f, %.1f s (%.0f%% waiting for data)", job.name, job.fold, epoch + 1,
+                     settings.epochs, train_loss, val_loss, dice, ema, ", new best" if improved else "", lr, seconds,
+                     100 * wait / seconds)
+            state = _state(job, network, optimizer, scaler, history, best, epoch + 1)
+            if improved:
+                save_checkpoint(checkpoint_path(job.out_dir, "best"), state)
+            save_checkpoint(checkpoint_path(job.out_dir, "latest"), state)
+            _write_curves(job, history)
+        barrier()
+    if ranks.is_main:
+        if start_epoch >= settings.epochs:
+            log.info("%s fold %s: all %d epochs were already done", job.name, job.fold, settings.epochs)
+        save_checkpoint(checkpoint_path(job.out_dir, "final"),
+                        _state(job, network, optimizer, scaler, history, best, settings.epochs))
+        if not checkpoint_path(job.out_dir, "best").is_file():  # no epoch gave a finite pseudo Dice
+            save_checkpoint(checkpoint_path(job.out_dir, "best"),
+                            _state(job, network, optimizer, scaler, history, best, settings.epochs))
+        checkpoint_path(job.out_dir, "latest").unlink(missing_ok=True)
+        _write_curves(job, history)
+    barrier()
+    return {"epochs": settings.epochs, "best_ema_dice": best, "seconds": round(time.monotonic() - started, 1),
+            "history": history}
+
+
+def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                 batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
+                 strides: list[tuple[int, ...]], weights: tuple[float, ...], show: bool) -> tuple[float, float]:
+    """One epoch of steps; returns the mean loss over ranks and the seconds spent waiting for batches."""
+    settings = job.settings
+    model.train()
+    losses, waited = [], 0.0
+    count = settings.iterations_per_epoch
+    loader = iter(batch_loader(batches, epoch * count, count, settings.loader_workers))
+    with Progress(count, f"{job.name} fold {job.fold} epoch {epoch + 1}/{settings.epochs}", enabled=show) as bar:
+        for _ in range(count):
+            tick = time.monotonic()
+            batch = next(loader)
+            waited += time.monotonic() - tick
+            data = batch["data"].to(device, non_blocking=True)
+            target = batch["target"].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=scaler is not None):
+                loss = deep_supervision_loss(model(data), target, strides, weights)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                optimizer.step()
+            losses.append(loss.detach())
+            bar.advance()
+    total = sum_across_ranks(torch.stack([torch.stack(losses).sum(), torch.tensor(float(len(losses)), device=device)]))
+    return float(total[0] / total[1]), waited
+
+
+@torch.no_grad()
+def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
+              strides: list[tuple[int, ...]], weights: tuple[float, ...]) -> tuple[float, float]:
+    """Loss and lesion pseudo Dice on validation patches; every rank sees the same number of batches."""
+    model.eval()
+    count = job.settings.validation_iterations
+    loss_sum = torch.zeros((), device=device)
+    counts = torch.zeros(3, job.num_classes - 1, device=device)
+    for batch in batch_loader(batches, epoch * count, count, 0):
+        data, target = batch["data"].to(device), batch["target"].to(device)
+        with torch.autocast(device.type, enabled=device.type == "cuda" and job.settings.mixed_precision):
+            outputs = model(data)
+            loss_sum += deep_supervision_loss(outputs, target, strides, weights).float()
+        full = outputs[0] if isinstance(outputs, list | tuple) else outputs
+        counts += torch.stack(confusion_counts(full.float(), target)).to(counts)
+    total = sum_across_ranks(torch.cat([loss_sum.reshape(1), torch.tensor([float(count)], device=device),
+                                        counts.flatten()]))
+    tp, fp, fn = total[2:].reshape(3, -1)
+    dice = float(np.nanmean(pseudo_dice(tp, fp, fn))) if (2 * tp + fp + fn).sum() > 0 else math.nan
+    return float(total[0] / total[1]), dice
+
+
+def _moving_average(previous: float, value: float, weight: float) -> float:
+    """weight * previous + (1 - weight) * value, where a missing (nan) side gives way to the other."""
+    if math.isnan(previous):
+        return value
+    return previous if math.isnan(value) else weight * previous + (1 - weight) * value
+
+
+def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler | None, history: list[dict], best: float, epoch: int) -> dict:
+    return {
+        "kind": "segmentation", "configuration": job.name, "fold": job.fold, "epoch": epoch,
+        "network_kwargs": network_kwargs(job), "patch_size": list(job.config.patch_size),
+        "transpose_forward": list(job.transpose_forward), "plan_digest": job.plan_digest,
+        "settings": asdict(job.settings), "seed": job.settings.seed,
+        "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "history": history, "best_ema_dice": best,
+    }
+
+
+def _write_curves(job: TrainingJob, history: list[dict]) -> None:
+    from autopipe.files import write_json
+
+    plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in history]
+    write_json(job.out_dir / "progress.json", plain)
+    plot_progress(history, job.out_dir / "progress.png", f"{job.name}, fold {job.fold}")
+
+
+def default_loader_workers(device_type: str, cores: int) -> int:
+    """Batch-preparing processes: on a GPU all spare cores (up to 8) so the GPU never waits; on a CPU with few
+    cores none, because augmentation and the network compete for the same cores (benchmarks/train_speed.py)."""
+    if device_type != "cpu":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
