@@ -53,7 +53,7 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
                             fix="autopipe never writes into raw data: choose another --preprocessed-dir")
     folder = out_root / data_identifier(plan.space, plan.target_spacing)
     digest = plan_digest(plan)
-    jobs = case_jobs(spec, plan, folder, digest, qc, _ct_statistics(workspace, spec, plan))
+    jobs = case_jobs(spec, plan, folder, digest, qc, ct_statistics(workspace, spec, plan))
     todo = [job for job in jobs if force or not is_finished(folder, job.case_id, digest)]
     if len(todo) < len(jobs):
         log.info("%d of %d cases already preprocessed with this plan: skipped (--force redoes them)",
@@ -147,7 +147,7 @@ def case_jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: 
     return jobs
 
 
-def _ct_statistics(workspace: Workspace, spec: DatasetSpec, plan: PreprocessingPlan) -> dict[int, dict]:
+def ct_statistics(workspace: Workspace, spec: DatasetSpec, plan: PreprocessingPlan) -> dict[int, dict]:
     """Cohort foreground intensity statistics per CT channel, from fingerprint.json."""
     channels = [k for k, scheme in enumerate(plan.normalization) if scheme == "ct"]
     if not channels:

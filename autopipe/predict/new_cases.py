@@ -1,0 +1,138 @@
+"""`autopipe predict -i IN -o OUT`: new patients' scans -> lesion masks on those same scans.
+
+Each case in IN (CASE_0000.nii.gz, CASE_0001.nii.gz, ... as in imagesTr) goes through the cohort's
+preprocessing plan into a scratch folder inside OUT, through the ensemble of every trained fold of the
+chosen configuration, back onto its own grid, and out as OUT/CASE.nii.gz with the input file's header
+(uint8 0/1); OUT/CASE_probability.nii.gz (float32) on request. Small components are removed only when
+cross-validation chose to (results/DATASET/CONFIGURATION/crossval/postprocessing.json). IN is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
+from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending
+from autopipe.errors import AutopipeError
+from autopipe.paths import Workspace
+from autopipe.plan.plans_file import load_plans
+from autopipe.predict.export import export_prediction
+from autopipe.predict.inference import predict_probability
+from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
+from autopipe.preprocess.case import CaseJob
+from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
+from autopipe.preprocess.storage import case_paths, plan_digest, read_case
+from autopipe.progress import parallel_map, track
+
+log = logging.getLogger(__name__)
+
+SCRATCH = ".autopipe_preprocessing"
+POSTPROCESSING_FILE = "postprocessing.json"
+
+
+def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
+    """CASE -> its channel files (CASE_0000.ext, ...) in `folder`; AutopipeError for anything incomplete."""
+    if not folder.is_dir():
+        raise AutopipeError("input folder not found", where=str(folder),
+                            fix="give -i a folder of CASE_0000.nii.gz files")
+    found: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        ending = file_ending(path)
+        match = CHANNEL_FILE.match(path.name[: -len(ending)]) if ending in SUPPORTED_ENDINGS else None
+        if match:
+            found.setdefault(match["case"], {})[int(match["channel"])] = path
+    if not found:
+        raise AutopipeError("no images named CASE_0000.nii.gz (CASE_XXXX with a 4-digit channel) found",
+                            where=str(folder), fix="name new cases as in imagesTr: one file per channel")
+    incomplete = {c: sorted(ch) for c, ch in found.items() if sorted(ch) != list(range(num_channels))}
+    if incomplete:
+        listed = "; ".join(f"{c} has channels {ch}" for c, ch in list(incomplete.items())[:5])
+        raise AutopipeError(f"the plan needs channels 0-{num_channels - 1} for every case: {listed}",
+                            where=str(folder), fix="add the missing channel files (CASE_0001.nii.gz, ...)")
+    return {c: tuple(ch[i] for i in range(num_channels)) for c, ch in found.items()}
+
+
+def choose_configuration(workspace: Workspace, dataset: str, requested: str | None) -> str:
+    """The requested configuration, else the best by cross-validation Dice, else 3d_fullres, else any trained."""
+    root = workspace.results / dataset
+    trained = sorted(d.name for d in root.glob("*") if d.is_dir() and trained_folds(d))
+    if requested:
+        if requested not in trained:
+            raise AutopipeError(f"configuration {requested} has no trained fold",
+                                fix=f"train it, or choose one of: {', '.join(trained) or 'none trained yet'}")
+        return requested
+    if not trained:
+        raise AutopipeError(f"no trained model for {dataset} in {root}", fix="run `autopipe train FOLD` first")
+    scores = {}
+    for name in trained:
+        summary = root / name / "crossval" / "summary.json"
+        if summary.is_file():
+            scores[name] = json.loads(summary.read_text())["pooled"]["dice"]["mean"]
+    if scores:
+        best = max(scores, key=scores.get)
+        log.info("configuration %s: best cross-validation Dice (%s)", best,
+                 ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        return best
+    return "3d_fullres" if "3d_fullres" in trained else trained[0]
+
+
+def min_lesion_volume(configuration_dir: Path) -> float:
+    """Postprocessing chosen by cross-validation (0: none, also when no decision was made)."""
+    path = configuration_dir / "crossval" / POSTPROCESSING_FILE
+    if not path.is_file():
+        return 0.0
+    return float(json.loads(path.read_text())["min_lesion_volume_mm3"])
+
+
+def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
+                   configuration: str | None = None, folds: list[str] | None = None, device: torch.device,
+                   mirror: bool = True, probabilities: bool = False, workers: int = 1,
+                   progress: bool = True) -> dict:
+    """Predict every case in `input_dir` into `output_dir`; returns {"written": [...], "failed": {case: why}}."""
+    input_dir, output_dir = input_dir.expanduser().resolve(), output_dir.expanduser().resolve()
+    if output_dir == input_dir or output_dir.is_relative_to(input_dir):
+        raise AutopipeError("the output folder lies inside the input folder", where=str(output_dir),
+                            fix="choose another -o: autopipe never writes next to your scans")
+    spec = load_dataset(root)
+    plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
+    cases = input_cases(input_dir, plans.preprocessing.num_channels)
+    name = choose_configuration(workspace, spec.name, configuration)
+    config_dir = workspace.results / spec.name / name
+    paths = [p for p in trained_folds(config_dir) if folds is None or p.parent.name.removeprefix("fold_") in folds]
+    if not paths:
+        raise AutopipeError(f"none of the folds {', '.join(folds or [])} of {name} is trained",
+                            where=str(config_dir), fix="train them, or leave --folds out to use every trained fold")
+    models = load_ensemble(paths, device)
+    min_mm3 = min_lesion_volume(config_dir)
+    log.info("predicting %d case(s) with %s, %d fold(s)%s%s", len(cases), name, len(models),
+             ", mirrored" if mirror else "", f", removing lesions < {min_mm3:g} mm3" if min_mm3 else "")
+    scratch = output_dir / SCRATCH
+    digest = plan_digest(plans.preprocessing)
+    ct_stats = ct_statistics(workspace, spec, plans.preprocessing)
+    jobs = {c: CaseJob(case_id=c, images=images, label=None, out_dir=scratch, plan=plans.preprocessing,
+                       digest=digest, ct_stats=ct_stats, qc=False) for c, images in cases.items()}
+    outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
+                            enabled=progress)
+    written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
+    for outcome in track([o for o in outcomes if not o.error], len(outcomes) - len(failed), "predict", progress):
+        written.extend(_predict_case(jobs[outcome.case_id], outcome.properties, models, output_dir, scratch, device,
+                                     mirror, probabilities, min_mm3))
+    shutil.rmtree(scratch, ignore_errors=True)
+    for case_id, why in failed.items():
+        log.error("%s: %s", case_id, why)
+    return {"written": written, "failed": failed, "configuration": name, "folds": [m.fold for m in models]}
+
+
+def _predict_case(job: CaseJob, properties: dict, models: list[TrainedModel], output_dir: Path, scratch: Path,
+                  device: torch.device, mirror: bool, probabilities: bool, min_mm3: float) -> list[Path]:
+    case_id, reference = job.case_id, job.images[0]
+    image = read_case(case_paths(scratch, case_id)[0], ("image",))["image"]
+    ending = file_ending(reference)
+    return export_prediction(predict_probability(models, image, device, mirror=mirror), properties, scratch, reference,
+                             output_dir / f"{case_id}{ending}", min_mm3,
+                             output_dir / f"{case_id}_probability{ending}" if probabilities else None)

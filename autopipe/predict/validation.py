@@ -1,0 +1,55 @@
+"""Predict a fold's held-out cases from their preprocessed arrays and map them back onto their scans.
+
+    results/DATASET/CONFIGURATION/fold_K/validation/CASE.nii.gz   lesion mask on the case's native grid,
+                                                                   with its channel-0 file's header
+
+Under torchrun the cases are shared among the ranks by size, so every rank does about the same work.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autopipe.cohort.dataset import DatasetSpec
+from autopipe.predict.export import export_prediction
+from autopipe.predict.inference import predict_probability
+from autopipe.predict.models import load_ensemble
+from autopipe.preprocess.storage import case_paths, read_case, read_properties
+from autopipe.progress import track
+from autopipe.train.checkpoint import checkpoint_path
+from autopipe.train.distributed import Ranks, barrier, share_work
+
+log = logging.getLogger(__name__)
+
+
+def prediction_name(spec: DatasetSpec, case_id: str) -> str:
+    return f"{case_id}{spec.file_ending}"
+
+
+def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, cases: list[str], device: torch.device,
+                       ranks: Ranks | None = None, mirror: bool = True, progress: bool = True) -> Path:
+    """Write the native-space predictions of `cases` by the fold's final network into fold_dir/validation."""
+    ranks = ranks or Ranks()
+    out = fold_dir / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    models = load_ensemble([checkpoint_path(fold_dir, "final")], device)
+    costs = [_voxels(preprocessed, c) for c in cases]
+    mine = [cases[i] for i in share_work(costs, ranks.world_size)[ranks.rank]]
+    for case_id in track(mine, len(mine), f"validate {fold_dir.parent.name} {fold_dir.name}",
+                         enabled=progress and ranks.is_main):
+        arrays, properties_path = case_paths(preprocessed, case_id)
+        properties = read_properties(properties_path)
+        probability = predict_probability(models, read_case(arrays, ("image",))["image"], device, mirror=mirror)
+        export_prediction(probability, properties, preprocessed, spec.image_path(case_id, 0),
+                          out / prediction_name(spec, case_id))
+    barrier()
+    return out
+
+
+def _voxels(preprocessed: Path, case_id: str) -> float:
+    properties = read_properties(case_paths(preprocessed, case_id)[1]) or {}
+    return float(np.prod(properties.get("grid", {}).get("shape", [1])))
