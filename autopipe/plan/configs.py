@@ -21,6 +21,10 @@ FORMAT_VERSION = 1
 
 DEVICES = {"cpu": "CPU cores", "cuda": "an NVIDIA GPU", "mps": "an Apple GPU"}
 CONFIGURATION_DIMS = {"2d": 2, "3d_fullres": 3}
+OPTIMIZERS = {
+    "sgd": "SGD with Nesterov momentum 0.99, weight decay 3e-5, poly decay (nnU-Net's)",
+    "adam": "AdamW, weight decay 3e-5, poly decay",
+}
 NETWORKS = {"PlainConvUNet": "nnU-Net's plain U-Net: 2 convs per stage, InstanceNorm, LeakyReLU, strided convs"}
 SKULL_STRIP_METHODS = {
     "none": "the heads are already skull-stripped: the brain is the non-zero region",
@@ -137,6 +141,8 @@ class SegmentationConfig:
     network: Annotated[str, Choice(NETWORKS)] = "PlainConvUNet"
     n_conv_per_stage: int = N_CONV_PER_STAGE
     deep_supervision: bool = True
+    optimizer: Annotated[str, Choice(OPTIMIZERS)] = "sgd"
+    initial_lr: float = 1e-2
     reasons: dict[str, str] = _reasons()
 
     @property
@@ -150,7 +156,7 @@ class SegmentationConfig:
             check(got == self.dim, name, f"{self.dim} values expected, got {got}")
         _check_positive(self, "spacing", "median_shape", "patch_size", "batch_size", "n_stages", "features_per_stage",
                         "epochs", "iterations_per_epoch", "n_conv_per_stage", "seconds_per_iteration",
-                        "training_hours")
+                        "training_hours", "initial_lr")
         for name in ("features_per_stage", "kernel_sizes", "strides"):
             got = len(getattr(self, name))
             check(got == self.n_stages, name, f"{self.n_stages} entries expected (n_stages), got {got}")

@@ -35,6 +35,7 @@ from autopipe.train.trainer import TrainingJob, TrainingSettings, network_kwargs
 log = logging.getLogger(__name__)
 
 ALL = "all"
+OPTIMIZER_LR = {"sgd": 1e-2, "adam": 1e-3}  # when --optimizer overrides the plan
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def load_fold(root: Path, workspace: Workspace, fold: str) -> Fold:
 
 
 def training_jobs(fold: Fold, workspace: Workspace, configurations: list[str] | None, *, epochs: int | None = None,
-                  iterations: int | None = None, loader_workers: int = 0, seed: int = 12345) -> list[TrainingJob]:
+                  iterations: int | None = None, loader_workers: int = 0, seed: int = 12345,
+                  optimizer: str | None = None) -> list[TrainingJob]:
     """One TrainingJob per configuration the plan instantiated (or those named), with CLI overrides applied."""
     planned = fold.plans.configurations
     names = configurations or sorted(planned, key=lambda n: n != "3d_fullres")  # 3d_fullres first
@@ -101,8 +103,10 @@ def training_jobs(fold: Fold, workspace: Workspace, configurations: list[str] | 
     jobs = []
     for name in names:
         config = planned[name]
+        lr = config.initial_lr if optimizer in (None, config.optimizer) else OPTIMIZER_LR[optimizer]
         settings = TrainingSettings(epochs=epochs or config.epochs,
                                     iterations_per_epoch=iterations or config.iterations_per_epoch,
+                                    optimizer=optimizer or config.optimizer, initial_lr=lr,
                                     loader_workers=loader_workers, seed=seed)
         settings = replace(settings, validation_iterations=max(1, min(settings.validation_iterations,
                                                                        settings.iterations_per_epoch // 5)))

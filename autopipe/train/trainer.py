@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from autopipe.plan.configs import SegmentationConfig
+from autopipe.plan.configs import OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -39,6 +39,7 @@ class TrainingSettings:
     epochs: int
     iterations_per_epoch: int
     validation_iterations: int = 10
+    optimizer: str = "sgd"  # a key of autopipe.plan.configs.OPTIMIZERS
     initial_lr: float = 1e-2
     momentum: float = 0.99
     weight_decay: float = 3e-5
@@ -48,6 +49,16 @@ class TrainingSettings:
     seed: int = 12345
     loader_workers: int = 0
     mixed_precision: bool = True  # on CUDA only
+
+
+def make_optimizer(name: str, parameters, settings: TrainingSettings) -> torch.optim.Optimizer:
+    """The optimizer `name` (a key of OPTIMIZERS) over `parameters`."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=settings.initial_lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay, nesterov=True)
+    if name == "adam":
+        return torch.optim.AdamW(parameters, lr=settings.initial_lr, weight_decay=settings.weight_decay)
+    raise ValueError(f"optimizer {name!r} unknown; choose one of {', '.join(OPTIMIZERS)}")
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,7 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(settings.seed)
     network = build_network(job.config, job.in_channels, job.num_classes).to(device)
-    optimizer = torch.optim.SGD(network.parameters(), lr=settings.initial_lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay, nesterov=True)
+    optimizer = make_optimizer(settings.optimizer, network.parameters(), settings)
     amp = device.type == "cuda" and settings.mixed_precision
     scaler = torch.amp.GradScaler("cuda") if amp else None
     history: list[dict] = []
@@ -108,9 +118,8 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
             scaler.load_state_dict(state["scaler"])
         history, best, start_epoch = list(state["history"]), float(state["best_ema_dice"]), int(state["epoch"])
         log.info("resuming %s fold %s after epoch %d of %d", job.name, job.fold, start_epoch, settings.epochs)
-    # the lowest-resolution head has deep-supervision weight 0, so its parameters get no gradient
-    model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None,
-                                    find_unused_parameters=True) if ranks.distributed else network
+    model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ranks.distributed else network
     batch_size = per_rank_batch_size(job.config.batch_size, ranks.world_size)
     patch = job.config.patch_size
 
@@ -182,7 +191,8 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
             target = batch["target"].to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=scaler is not None):
-                loss = deep_supervision_loss(model(data), target, strides, weights)
+                outputs = model(data)
+                loss = deep_supervision_loss(outputs, target, strides, weights) + _unweighted(outputs, weights)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -219,6 +229,14 @@ def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, job: Tr
     tp, fp, fn = total[2:].reshape(3, -1)
     dice = float(np.nanmean(pseudo_dice(tp, fp, fn))) if (2 * tp + fp + fn).sum() > 0 else math.nan
     return float(total[0] / total[1]), dice
+
+
+def _unweighted(outputs: list[torch.Tensor] | torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor | float:
+    """0 x the outputs whose deep-supervision weight is 0: their heads then get a zero gradient, which DDP needs
+    (it waits for a gradient of every parameter), at the cost of one sum over the coarsest output."""
+    if not isinstance(outputs, list | tuple):
+        return 0.0
+    return sum((0.0 * o.float().sum() for o, w in zip(outputs, weights, strict=False) if w == 0), 0.0)
 
 
 def _moving_average(previous: float, value: float, weight: float) -> float:
