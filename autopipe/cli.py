@@ -220,22 +220,150 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- train -------------------------------------------------------------------------------------------
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("fold", metavar="FOLD", help="cross-validation fold 0-4, or all (every case, no validation)")
+    dataset_argument(p)
+    p.add_argument("-c", "--configurations", help="comma-separated, e.g. 3d_fullres (default: every planned one)")
+    p.add_argument("--epochs", type=int, help="override the plan's number of epochs")
+    p.add_argument("--iterations", type=int, help="override the plan's iterations per epoch")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="resume an interrupted run from its last finished epoch")
+    p.add_argument("--force", action="store_true", help="train again from scratch, replacing earlier results")
+    p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best one present")
+    p.add_argument("--loader-workers", type=int, help="processes preparing batches (default: by device and cores)")
+    p.add_argument("--seed", type=int, default=12345, help="same seed, same data, same result on a CPU")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="override the plan's optimizer (with its usual lr)")
+    p.add_argument("--no-validation", dest="validate", action="store_false",
+                   help="skip predicting and evaluating the held-out cases after training")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="validate without mirror test-time augmentation (8x faster in 3D)")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch  # noqa: F401  (imported before set_threads, so torch's thread count is set too)
+
+    from autopipe.evaluate.crossval import evaluate_fold
+    from autopipe.predict.validation import predict_validation
+    from autopipe.train import distributed
+    from autopipe.train.device import choose_device
+    from autopipe.train.fold import load_fold, parse_fold, train_fold, training_jobs
+    from autopipe.train.trainer import default_loader_workers
+
+    fold_name = parse_fold(args.fold)
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    ranks = distributed.ranks_from_environment()
+    device = choose_device(args.device, ranks.local_rank)
+    cores = max(1, default_workers() // distributed.local_world_size())
+    set_threads(args.threads or cores)
+    distributed.start(ranks, device.type)
+    if not ranks.is_main:  # one voice: rank 0 reports, the others only warn
+        log.setLevel(logging.WARNING)
+    try:
+        fold = load_fold(root, ws, fold_name)
+        configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
+        workers = default_loader_workers(device.type, cores) if args.loader_workers is None else args.loader_workers
+        jobs = training_jobs(fold, ws, configurations, epochs=args.epochs, iterations=args.iterations,
+                             loader_workers=workers, seed=args.seed, optimizer=args.optimizer)
+        train_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
+        if not (args.validate and fold.val_cases):
+            return EXIT_OK
+        for job in jobs:
+            folder = predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(job.val_cases), device,
+                                        ranks, mirror=args.mirror, progress=not args.quiet)
+            if ranks.is_main:
+                result = evaluate_fold(fold.spec, folder, list(job.val_cases), fold.plans.preprocessing.lesion_labels,
+                                       progress=not args.quiet)
+                print(f"\n{job.name} fold {fold_name}: validation of {len(job.val_cases)} held-out case(s) in their "
+                      f"native space ({folder})")
+                print(result["table"])
+        return EXIT_OK
+    finally:
+        distributed.stop()
+
+
+# --- predict -----------------------------------------------------------------------------------------
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", type=Path, required=True, help="folder of new cases: CASE_0000.nii.gz, ...")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for CASE.nii.gz lesion masks")
+    dataset_argument(p)
+    p.add_argument("-c", "--configuration", help="default: the best by cross-validation, else 3d_fullres")
+    p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
+    p.add_argument("--probabilities", action="store_true", help="also write CASE_probability.nii.gz")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="without mirror test-time augmentation (8x faster in 3D, slightly less accurate)")
+    p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best one present")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from autopipe.predict.new_cases import predict_folder
+    from autopipe.train.device import choose_device
+
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    folds = [f.strip() for f in args.folds.split(",")] if args.folds else None
+    result = predict_folder(args.input, args.output, root, ws, configuration=args.configuration, folds=folds,
+                            device=choose_device(args.device), mirror=args.mirror, probabilities=args.probabilities,
+                            workers=args.workers, progress=not args.quiet)
+    print(f"{len([p for p in result['written'] if 'probability' not in p.name])} case(s) predicted with "
+          f"{result['configuration']} (folds {', '.join(result['folds'])}) -> {args.output}")
+    if result["failed"]:
+        log.error("error: %d case(s) failed (reasons above)", len(result["failed"]))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# --- evaluate ----------------------------------------------------------------------------------------
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    dataset_argument(p)
+    p.add_argument("-c", "--configurations", help="comma-separated (default: every trained configuration)")
+    p.add_argument("--predictions", type=Path, help="evaluate this folder of CASE.nii.gz masks instead ...")
+    p.add_argument("--references", type=Path, help="... against this folder of reference label maps")
+    p.add_argument("--lesion-labels", default="1", help="reference labels counted as lesion (default %(default)s)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from autopipe.evaluate.crossval import evaluate_crossvalidation, evaluate_folders
+
+    if (args.predictions is None) != (args.references is None):
+        raise AutopipeError("--predictions and --references go together", fix="give both folders, or neither")
+    if args.predictions is not None:
+        labels = tuple(int(v) for v in args.lesion_labels.split(","))
+        result = evaluate_folders(args.predictions, args.references, labels, progress=not args.quiet)
+        print(result["table"])
+        print(f"wrote {result['path']}")
+        return EXIT_OK
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
+    for summary in evaluate_crossvalidation(root, ws, configurations, progress=not args.quiet):
+        print(summary["text"])
+    return EXIT_OK
+
+
 # --- demo --------------------------------------------------------------------------------------------
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=Path("autopipe_demo"),
                    help="folder for the demo's raw_data, plans, ... (default ./autopipe_demo)")
     p.add_argument("--cases", type=int, default=16, help="synthetic cases (default %(default)s)")
+    p.add_argument("--minutes", type=float, default=6.0,
+                   help="training time per configuration; the plan sizes the U-Nets to fit (default %(default)s)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from autopipe.demo import run_demo
 
-    return run_demo(args.workdir, cases=args.cases, workers=args.workers)
+    return run_demo(args.workdir, cases=args.cases, workers=args.workers, hours=args.minutes / 60)
 
 
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
-    ("demo", "synthesize a small cohort, check it and plan it (grows with the pipeline)", _demo_arguments,
+    ("demo", "the whole pipeline on a synthetic cohort: synth, check, plan, preprocess, train fold 0, predict",
+     _demo_arguments,
      _run_demo),
     ("synth", "write a realistic synthetic cohort (FLAIR, lesions, k-space, hand function)", _synth_arguments,
      _run_synth),
@@ -244,4 +372,10 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
      _plan_arguments, _run_plan),
     ("preprocess", "skull strip, bias-correct, register and resample every case into preprocessed/DATASET/",
      _preprocess_arguments, _run_preprocess),
+    ("train", "train the planned models on one cross-validation fold, then validate its held-out cases",
+     _train_arguments, _run_train),
+    ("predict", "segment new cases (CASE_0000.nii.gz ...) in their own space with the trained folds",
+     _predict_arguments, _run_predict),
+    ("evaluate", "Dice, VOE, HD95, lesion detection and volumes, per case and across folds", _evaluate_arguments,
+     _run_evaluate),
 ]

@@ -1,7 +1,8 @@
 """`autopipe demo`: the whole pipeline on built-in data, in its own folder so real work is never touched.
 
-Today: synthesize a small 2 mm cohort, check it, plan it, preprocess it, and say where everything
-went. Each later stage adds its step here. Re-running reuses what an earlier run finished.
+Synthesize a small 2 mm cohort, check it, plan it for a short training budget, preprocess it, train
+fold 0 (3D and 2D U-Net), validate and evaluate the held-out cases, segment two new cases with
+`predict`, and say where everything went. Re-running reuses what an earlier run finished.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from autopipe.paths import Workspace
 log = logging.getLogger("autopipe")
 
 DEMO_DATASET = "Dataset001_SynthPVL"
+DEMO_TEST_CASES = 2
+DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-Nets to fit it
 
 
-def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) -> int:
+def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
     from autopipe.cohort.check import check_cohort
+    from autopipe.evaluate.crossval import evaluate_crossvalidation
     from autopipe.plan.planner import plan_dataset
+    from autopipe.predict.new_cases import predict_folder
     from autopipe.preprocess.runner import preprocess_dataset
     from autopipe.synth.cohort import SynthOptions
     from autopipe.synth.output import synthesize_atomically
+    from autopipe.train.device import choose_device
 
     workdir = workdir.expanduser().resolve()
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans",
@@ -36,7 +42,8 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
     if (cohort / "groundtruth" / "generator.json").is_file():
         log.info("   already there from an earlier run; reusing it (delete the folder to start over)")
     else:
-        options = SynthOptions(num_cases=cases, seed=seed, spacing=(2.0, 2.0, 2.0), kspace_slices=8)
+        options = SynthOptions(num_cases=cases, num_test_cases=DEMO_TEST_CASES, seed=seed, spacing=(2.0, 2.0, 2.0),
+                               kspace_slices=8)
         summary = synthesize_atomically(cohort, options, workers=workers)
         for key, value in summary.items():
             log.info("   %-28s %s", key, value)
@@ -49,8 +56,8 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
         raise AutopipeError(f"the demo cohort failed its check ({len(errors)} errors)", where=str(cohort),
                             fix="run `autopipe check` on it to see them; this is a bug in autopipe")
 
-    _step(3, "fingerprint and plan")
-    result = plan_dataset(cohort, ws, workers=workers)
+    _step(3, f"fingerprint and plan, for {hours * 60:g} minutes of training per configuration on this machine")
+    result = plan_dataset(cohort, ws, workers=workers, hours=hours)
     log.info("%s", result["summary"])
 
     _step(4, "preprocess: skull strip, N4, register to MNI152, resample, normalize (finished cases are kept)")
@@ -60,15 +67,55 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0) ->
         raise AutopipeError(f"{len(pre['failed'])} demo case(s) failed to preprocess (reasons above)",
                             where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
 
+    _step(5, "train fold 0: 3D and 2D U-Net, then validate and evaluate its held-out cases in their native space")
+    train_fold_zero(cohort, ws)
+
+    _step(6, "cross-validation summary (fold 0 only) and the postprocessing decision")
+    summaries = evaluate_crossvalidation(cohort, ws)
+    for summary in summaries:
+        log.info("%s", summary["text"])
+    log.info("\n%s", comparison_table(summaries))
+
+    _step(7, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space")
+    predictions = workdir / "predictions"
+    result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=choose_device("cpu"), mirror=False,
+                            workers=workers)
+    log.info("   %d case(s) segmented with %s -> %s", len(result["written"]), result["configuration"], predictions)
+
     log.info("\nDone in %.0f s. Where everything went:", time.monotonic() - started)
     log.info("   cohort        %s", cohort)
     log.info("   ground truth  %s", cohort / "groundtruth")
     log.info("   plans         %s", ws.plans_dir(DEMO_DATASET))
     log.info("   preprocessed  %s", pre["folder"])
     log.info("   QC pictures   %s (montage.png: every case at a glance)", pre["folder"] / "qc")
-    log.info("Next: look at the QC montage and read plans.json (every value says why it was chosen), or run your"
-             " own cohort: `autopipe check`, `autopipe plan`, then `autopipe preprocess`.")
+    log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
+    log.info("   predictions   %s", predictions)
+    log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
+             "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
     return 0
+
+
+def train_fold_zero(cohort: Path, ws: Workspace) -> None:
+    """`autopipe train 0` for every planned configuration, without mirroring in validation (8x faster on a CPU)."""
+    from autopipe.cli import main
+
+    folders = ["--raw-dir", str(ws.raw), "--plans-dir", str(ws.plans), "--preprocessed-dir", str(ws.preprocessed),
+               "--results-dir", str(ws.results)]
+    code = main(["train", "0", cohort.name, *folders, "--no-mirror", "--continue"])
+    if code != 0:
+        raise AutopipeError("training fold 0 failed (reasons above)", fix="this is a bug in autopipe; please report it")
+
+
+def comparison_table(summaries: list[dict]) -> str:
+    """2D vs 3D on the held-out cases: the numbers the PVL study compares."""
+    lines = ["configuration    Dice           VOE            lesion F1      per-lesion Dice",
+             "-" * 78]
+    for s in summaries:
+        pooled = s["summary"]["pooled"]
+        cells = [f"{pooled[k]['mean']:.3f} ± {pooled[k]['std']:.3f}" for k in
+                 ("dice", "voe", "lesion_f1", "per_lesion_dice")]
+        lines.append(f"{s['configuration']:<16} " + "  ".join(f"{c:<13}" for c in cells))
+    return "\n".join(lines)
 
 
 def _step(number: int, text: str) -> None:

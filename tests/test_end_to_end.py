@@ -1,12 +1,18 @@
-"""The first three commands in a row on a small synthetic cohort, as an analyst would run them."""
+"""Every command in a row on a small synthetic cohort, as an analyst would run them (train under torchrun)."""
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from autopipe.cli import main
+from autopipe.predict.export import export_prediction
+from autopipe.preprocess.storage import case_paths, read_case, read_properties
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -18,8 +24,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("ws")
     cohort = base / "raw_data" / "Dataset007_SynthPVL"
-    code = main(["synth", str(cohort), "--cases", "3", "--spacing", "3", "--seed", "5", "--kspace-slices", "4",
-                 "-j", "1", "-q"])
+    code = main(["synth", str(cohort), "--cases", "3", "--test-cases", "1", "--spacing", "3", "--seed", "5",
+                 "--kspace-slices", "4", "-j", "1", "-q"])
     assert code == 0
     return base
 
@@ -46,3 +52,75 @@ def test_plan_writes_plans_and_leaves_raw_data_untouched(workspace):
 
 def test_no_partial_folder_is_left_behind(workspace):
     assert [p.name for p in (workspace / "raw_data").iterdir()] == ["Dataset007_SynthPVL"]
+
+
+def folders(workspace: Path) -> list[str]:
+    return ["--raw-dir", str(workspace / "raw_data"), "--plans-dir", str(workspace / "plans"),
+            "--preprocessed-dir", str(workspace / "preprocessed"), "--results-dir", str(workspace / "results")]
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    """preprocess, then `torchrun --standalone --nproc_per_node 2 -m autopipe train 0` (DDP over gloo), one tiny
+    epoch per configuration."""
+    assert main(["plan", *folders(workspace), "-j", "1", "-q", "--throughput-gflops", "50"]) == 0
+    assert main(["preprocess", *folders(workspace), "-j", "1", "-q", "--no-qc"]) == 0
+    before = tree_digest(workspace / "raw_data")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "autopipe", "train", "0", *folders(workspace), "--epochs", "1", "--iterations", "2",
+               "--threads", "1", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert tree_digest(workspace / "raw_data") == before
+    return workspace / "results" / "Dataset007_SynthPVL"
+
+
+def test_train_under_torchrun_writes_checkpoints_curves_and_validation(trained):
+    splits = json.loads((trained.parents[1] / "plans" / "Dataset007_SynthPVL" / "splits_final.json").read_text())
+    for configuration in ("3d_fullres", "2d"):
+        fold = trained / configuration / "fold_0"
+        assert (fold / "checkpoint_final.pt").is_file() and (fold / "progress.png").is_file()
+        assert "epoch 1/1" in (fold / "training.log").read_text()
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        assert sorted(summary["cases"]) == splits[0]["val"]
+
+
+def test_predict_writes_masks_on_the_input_grid_and_evaluate_summarizes(trained, tmp_path, capsys):
+    workspace = trained.parents[1]
+    images = workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs"
+    before = tree_digest(images)
+    out = tmp_path / "predictions"
+    code = main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--probabilities",
+                 "--no-mirror", "-j", "1", "-q"])
+    assert code == 0
+    assert tree_digest(images) == before
+    for source in sorted(images.glob("*_0000.nii.gz")):
+        case = source.name.removesuffix("_0000.nii.gz")
+        scan, mask = nib.load(source), nib.load(out / f"{case}.nii.gz")
+        assert mask.shape == scan.shape and np.array_equal(mask.affine, scan.affine)
+        assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(scan.affine)
+        assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+        assert (out / f"{case}_probability.nii.gz").is_file()
+    assert not (out / ".autopipe_preprocessing").exists()
+    assert main(["evaluate", *folders(workspace), "-q"]) == 0
+    assert "pooled: Dice" in capsys.readouterr().out
+    for configuration in ("3d_fullres", "2d"):
+        crossval = trained / configuration / "crossval"
+        assert json.loads((crossval / "summary.json").read_text())["folds"] == [0]
+        assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
+
+
+def test_a_known_label_survives_export_to_the_scan(trained, tmp_path):
+    """The preprocessed lesion mask, exported as if it were a prediction, lands back on the raw label."""
+    workspace = trained.parents[1]
+    cohort = workspace / "raw_data" / "Dataset007_SynthPVL"
+    folder = workspace / "preprocessed" / "Dataset007_SynthPVL" / "template_3mm"
+    for case in ("PVL_001", "PVL_002"):
+        arrays, properties = case_paths(folder, case)
+        seg = read_case(arrays, ("seg",))["seg"].astype(np.float32)
+        reference = cohort / "imagesTr" / f"{case}_0000.nii.gz"
+        out = export_prediction(seg, read_properties(properties), folder, reference, tmp_path / f"{case}.nii.gz")[0]
+        exported, label = nib.load(out), nib.load(cohort / "labelsTr" / f"{case}.nii.gz")
+        assert np.array_equal(exported.affine, nib.load(reference).affine)
+        a, b = np.asanyarray(exported.dataobj) > 0, np.asanyarray(label.dataobj) > 0
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7
