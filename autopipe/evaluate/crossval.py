@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from autopipe.cohort.dataset import DatasetSpec, load_dataset
 from autopipe.errors import AutopipeError
-from autopipe.evaluate.evaluation import crossval_summary, evaluate_cases, format_table, pairs_from_folders
+from autopipe.evaluate.evaluation import (
+    crossval_summary,
+    evaluate_cases,
+    format_table,
+    pairs_from_folders,
+    read_image,
+)
 from autopipe.evaluate.postprocessing import choose_min_lesion_volume
 from autopipe.files import write_json
 from autopipe.paths import Workspace
@@ -71,7 +76,7 @@ def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: 
         if not all((validation / prediction_name(spec, c)).is_file() for c in split["val"]):
             continue
         fold_results[k] = evaluate_fold(spec, validation, split["val"], labels, progress)
-        cases += [_arrays(validation / prediction_name(spec, c), spec.label_path(c), labels) for c in split["val"]]
+        cases += [_arrays(c, validation / prediction_name(spec, c), spec.label_path(c), labels) for c in split["val"]]
     if not fold_results:
         raise AutopipeError(f"{folder.name}: no fold has validation predictions for all its held-out cases",
                             where=str(folder), fix="train and validate a fold first: `autopipe train 0`")
@@ -97,10 +102,12 @@ def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: 
             "postprocessing": postprocessing, "text": text}
 
 
-def _arrays(prediction: Path, reference: Path, labels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple]:
-    ref = nib.load(str(reference))
-    pred = np.asanyarray(nib.load(str(prediction)).dataobj) > 0
-    return pred, np.isin(np.asanyarray(ref.dataobj), labels), tuple(float(z) for z in ref.header.get_zooms()[:3])
+def _arrays(case_id: str, prediction: Path, reference: Path, labels: tuple[int, ...]
+            ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(predicted mask, reference lesion mask, spacing) of a case, for the postprocessing decision."""
+    pred, _, _ = read_image(case_id, prediction)
+    ref, zooms, _ = read_image(case_id, reference)
+    return pred > 0, np.isin(ref, labels), zooms[:ref.ndim]
 
 
 def _stat(aggregate: dict, key: str) -> str:

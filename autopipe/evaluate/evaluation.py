@@ -13,11 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from autopipe.cohort.image_io import NIFTI_ENDINGS
 from autopipe.errors import AutopipeError, first_line
 from autopipe.evaluate.metrics import METRIC_DEFINITIONS, aggregate, case_metrics
 from autopipe.progress import track
 
-NIFTI_ENDINGS = (".nii.gz", ".nii")
 AFFINE_TOLERANCE = 1e-3  # mm; rounding in a header round trip stays far below, a wrong grid far above
 GRID_FIX = "predictions must be on the reference's grid (autopipe predict writes them so)"
 
@@ -41,8 +41,8 @@ def evaluate_cases(pairs: list[tuple[str, Path, Path]], lesion_labels: tuple[int
                             fix="pass the label values that mark lesions in the references (e.g. (1,))")
     cases = {}
     for case_id, pred_path, ref_path in track(pairs, len(pairs), "evaluate", enabled=progress):
-        pred, _, pred_affine = _read(case_id, pred_path)
-        ref, ref_zooms, ref_affine = _read(case_id, ref_path)
+        pred, _, pred_affine = read_image(case_id, pred_path)
+        ref, ref_zooms, ref_affine = read_image(case_id, ref_path)
         if pred.shape != ref.shape or not np.allclose(pred_affine, ref_affine, atol=AFFINE_TOLERANCE, rtol=0):
             raise AutopipeError(f"prediction {pred_path} (shape {pred.shape}) and reference {ref_path} "
                                 f"(shape {ref.shape}) are not on the same grid (shapes or affines differ)",
@@ -96,7 +96,7 @@ def pairs_from_folders(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, P
     return [(case_id, predictions[case_id], references[case_id]) for case_id in sorted(predictions)]
 
 
-def _read(case_id: str, path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+def read_image(case_id: str, path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
     """(voxels, header zooms, affine) of a NIfTI file, or an AutopipeError naming the case and file."""
     try:
         image = nib.load(str(path))

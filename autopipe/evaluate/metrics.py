@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from autopipe.cohort.image_io import bounding_box
 from autopipe.predict.postprocess import components
 
 METRIC_DEFINITIONS: dict[str, str] = {
@@ -78,7 +79,8 @@ def hausdorff95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> 
         return 0.0
     if not (has_pred and has_ref):
         return float("nan")
-    box = _bounding_box(pred | ref, margin=1)  # nearest surfaces lie inside; the margin keeps erosion exact
+    # nearest surfaces lie inside the box; the margin keeps the erosion exact
+    box = tuple(slice(lo, hi) for lo, hi in bounding_box(pred | ref, margin=1))
     pred_surface, ref_surface = _surface(pred[box]), _surface(ref[box])
     to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=sampling)[pred_surface]
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)[ref_surface]
@@ -199,13 +201,6 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     """Mask voxels with a face neighbour outside the mask or outside the array."""
     cross = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
-
-
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the smallest box holding a non-empty mask, grown by `margin` voxels and clipped to the array."""
-    box = ndimage.find_objects(mask.astype(np.int8))[0]
-    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, size))
-                 for s, size in zip(box, mask.shape, strict=True))
 
 
 def _binary_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
