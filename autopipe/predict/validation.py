@@ -32,13 +32,16 @@ def prediction_name(spec: DatasetSpec, case_id: str) -> str:
 
 def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, cases: list[str], device: torch.device,
                        ranks: Ranks | None = None, mirror: bool = True, progress: bool = True) -> Path:
-    """Write the native-space predictions of `cases` by the fold's final network into fold_dir/validation."""
+    """Write the native-space predictions of `cases` by the fold's final network into fold_dir/validation
+    (cases already predicted by that network are kept)."""
     ranks = ranks or Ranks()
     out = fold_dir / "validation"
     out.mkdir(parents=True, exist_ok=True)
-    models = load_ensemble([checkpoint_path(fold_dir, "final")], device)
-    costs = [_voxels(preprocessed, c) for c in cases]
-    mine = [cases[i] for i in share_work(costs, ranks.world_size)[ranks.rank]]
+    final = checkpoint_path(fold_dir, "final")
+    models = load_ensemble([final], device)
+    todo = [c for c in cases if not _newer(out / prediction_name(spec, c), final)]  # done by this network
+    costs = [_voxels(preprocessed, c) for c in todo]
+    mine = [todo[i] for i in share_work(costs, ranks.world_size)[ranks.rank]]
     for case_id in track(mine, len(mine), f"validate {fold_dir.parent.name} {fold_dir.name}",
                          enabled=progress and ranks.is_main):
         arrays, properties_path = case_paths(preprocessed, case_id)
@@ -48,6 +51,10 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
                           out / prediction_name(spec, case_id))
     barrier()
     return out
+
+
+def _newer(path: Path, than: Path) -> bool:
+    return path.is_file() and path.stat().st_mtime > than.stat().st_mtime
 
 
 def _voxels(preprocessed: Path, case_id: str) -> float:
