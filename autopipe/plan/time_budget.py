@@ -8,8 +8,12 @@ iteration on 2 cores, so its 250,000 iterations would take weeks. The rule:
 
 1. seconds per iteration = conv FLOPs of one forward + backward step (autopipe.plan.topology)
    / the measured training throughput (autopipe.plan.hardware), plus data augmentation, which
-   shares the CPU cores (~2e-7 s per voxel and channel, batchgenerators on 2 cores). Calibration:
-   the estimate for 64x64x64, batch 2, base 16 (1.80 s) matched a measured PyTorch step (1.72 s).
+   shares the CPU cores (~2e-7 s per voxel and channel, batchgenerators on 2 cores), plus what
+   the FLOPs miss in a whole training step: 5e-9 s per activation value (nnU-Net's memory proxy x
+   batch: norms, nonlinearities and memory traffic, which dominate narrow networks) and 0.15 s
+   per step (optimizer, loss, per-epoch validation and checkpoint). Calibration, whole `autopipe
+   train` epochs on 2 cores: 48^3 base 8 batch 2 measured 0.44 s/it (FLOPs + augmentation alone
+   gave 0.19), 64^3 base 16 measured 2.0-2.2 s/it (1.5).
 2. Batch size: nnU-Net's minimum 2 in 3D, at most nnU-Net's reference 12 in 2D: on a CPU time
    grows linearly with the batch, and more, smaller steps learn faster per hour.
 3. A network fits when `min_iterations` (default 2000: eight nnU-Net epochs; a lesion U-Net with
@@ -31,13 +35,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from autopipe.plan.configs import DEFAULT, BudgetPlan, HardwarePlan, planned
-from autopipe.plan.topology import UNetPlan, features_per_stage, shrink_patch, training_flops
+from autopipe.plan.topology import UNetPlan, feature_map_size, features_per_stage, shrink_patch, training_flops
 
 CPU_BATCH_SIZE = {3: 2, 2: 12}
 FEATURE_LADDER = (32, 16, 8)
 FLOOR_VOXELS = 48
 MIN_FLOOR_VOXELS = 8
 AUGMENT_SECONDS_PER_VOXEL = 2e-7
+CPU_SECONDS_PER_ACTIVATION = 5e-9
+CPU_SECONDS_PER_STEP = 0.15
 CPU_ITERATIONS_PER_EPOCH = 50
 DEFAULT_CPU_HOURS = 1.0
 
@@ -64,7 +70,9 @@ def seconds_per_iteration(unet: UNetPlan, in_channels: int, num_classes: int, ha
     compute = flops / (hardware.throughput_gflops * 1e9)
     augment = AUGMENT_SECONDS_PER_VOXEL * unet.batch_size * in_channels * math.prod(unet.patch_size)
     if hardware.device == "cpu":  # augmentation competes for the same cores
-        return compute + augment
+        activations = unet.batch_size * feature_map_size(unet.patch_size, unet.topology.strides, unet.features,
+                                                         num_classes)
+        return compute + augment + CPU_SECONDS_PER_ACTIVATION * activations + CPU_SECONDS_PER_STEP
     return max(compute, augment / hardware.cpu_threads)  # worker processes feed the GPU in parallel
 
 
@@ -130,7 +138,7 @@ def _timed(unet: UNetPlan, in_channels: int, num_classes: int, hardware: Hardwar
     reasons = {
         **reasons,
         "seconds_per_iteration": f"{flops / 1e9:.0f} GFLOP per step / {hardware.throughput_gflops:g} GFLOP/s"
-                                 + (" + augmentation" if hardware.device == "cpu" else
+                                 + (" + augmentation + activations + per-step overhead" if hardware.device == "cpu" else
                                     ", or augmentation in worker processes if slower"),
         "epochs": epochs_reason,
         "iterations_per_epoch": budget.reasons.get("iterations_per_epoch", "from the budget"),
