@@ -50,3 +50,25 @@ def test_synth_refuses_to_overwrite_data_that_is_not_synthetic(tmp_path, capsys)
     assert main(["synth", str(real), "--cases", "1", "--force"]) == 2
     assert "never overwrites" in capsys.readouterr().err
     assert (real / "imagesTr" / "scan_0000.nii.gz").read_bytes() == b"precious"
+
+
+def test_train_before_plan_or_preprocess_says_what_to_run(tmp_path, capsys):
+    from tests.tiny_cohort import make_tiny_cohort
+
+    make_tiny_cohort(tmp_path / "raw_data" / "Dataset002_Tiny", n_cases=3, kspace=False, clinical=False)
+    folders = ["--raw-dir", str(tmp_path / "raw_data"), "--plans-dir", str(tmp_path / "plans"),
+               "--preprocessed-dir", str(tmp_path / "pre"), "--results-dir", str(tmp_path / "results")]
+    assert main(["train", "0", *folders]) == 2
+    assert "autopipe plan" in capsys.readouterr().err
+    assert main(["plan", *folders, "-j", "1", "-q", "--throughput-gflops", "50"]) == 0
+    assert main(["train", "0", *folders]) == 2
+    err = capsys.readouterr().err
+    assert "not preprocessed" in err and "autopipe preprocess" in err and "Traceback" not in err
+    assert main(["train", "7", *folders]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), *folders]) == 2
+    assert "inside the input folder" in capsys.readouterr().err
+    assert main(["predict", "-i", str(tmp_path / "new"), "-o", str(tmp_path / "out"), *folders]) == 2
+    assert "no trained model" in capsys.readouterr().err
+    assert main(["evaluate", *folders]) == 2
+    assert "no validation predictions" in capsys.readouterr().err

@@ -100,8 +100,8 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                             fix="choose another -o: autopipe never writes next to your scans")
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
-    cases = input_cases(input_dir, plans.preprocessing.num_channels)
     name = choose_configuration(workspace, spec.name, configuration)
+    cases = input_cases(input_dir, plans.preprocessing.num_channels)
     config_dir = workspace.results / spec.name / name
     paths = [p for p in trained_folds(config_dir) if folds is None or p.parent.name.removeprefix("fold_") in folds]
     if not paths:
