@@ -7,6 +7,7 @@ LOG_INTERVAL seconds, and one when done).
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -84,7 +85,9 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str,
         return list(track((fn(x) for x in items), len(items), desc, enabled))
     results: list = [None] * len(items)
     failure: BaseException | None = None
-    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool, \
+    # spawn, not fork: a process that has already run torch or ITK thread pools deadlocks its forked children
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool, \
             Progress(len(items), desc, enabled=enabled) as bar:
         futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
         for future in as_completed(futures):
