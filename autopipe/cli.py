@@ -50,8 +50,9 @@ def _configure_logging(quiet: bool) -> None:
     """Messages of every autopipe module go to stderr, plain, whatever else configured logging."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.setLevel(logging.INFO)  # log files (training.log) keep everything, even with --quiet
     log.propagate = False
 
 
