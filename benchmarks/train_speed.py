@@ -17,6 +17,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,8 +47,8 @@ def main() -> None:
           f"{'data wait':>9} {'peak GB':>7} {'infer s/case (mirror / none)':>28}")
     for name in ("3d_fullres", "2d"):
         for workers in (int(w) for w in args.workers.split(",")):
-            with context.Pool(1) as pool:
-                row = pool.apply(_measure, (workdir, name, workers, args.iterations))
+            with ProcessPoolExecutor(1, mp_context=context) as pool:  # not daemonic: loader workers may start
+                row = pool.submit(_measure, workdir, name, workers, args.iterations).result()
             print(f"{name:<12} {row['patch']:<10} {row['batch']:>5} {workers:>7} {row['seconds']:>6.2f} "
                   f"{row['planned']:>7.2f} {row['wait']:>8.0%} {row['peak_gb']:>7.2f} "
                   f"{row['mirror']:>16.1f} / {row['plain']:.1f}")
