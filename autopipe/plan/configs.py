@@ -25,6 +25,7 @@ OPTIMIZERS = {
     "sgd": "SGD with Nesterov momentum 0.99, weight decay 3e-5, poly decay (nnU-Net's)",
     "adam": "AdamW, weight decay 3e-5, poly decay",
 }
+INITIAL_LR = {"sgd": 1e-2, "adam": 1e-3}  # each optimizer's usual starting rate
 NETWORKS = {"PlainConvUNet": "nnU-Net's plain U-Net: 2 convs per stage, InstanceNorm, LeakyReLU, strided convs"}
 SKULL_STRIP_METHODS = {
     "none": "the heads are already skull-stripped: the brain is the non-zero region",
@@ -142,7 +143,7 @@ class SegmentationConfig:
     n_conv_per_stage: int = N_CONV_PER_STAGE
     deep_supervision: bool = True
     optimizer: Annotated[str, Choice(OPTIMIZERS)] = "sgd"
-    initial_lr: float = 1e-2
+    initial_lr: float = INITIAL_LR["sgd"]
     reasons: dict[str, str] = _reasons()
 
     @property

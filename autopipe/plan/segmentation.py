@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autopipe.plan.configs import DEFAULT, BudgetPlan, HardwarePlan, SegmentationConfig, planned, significant
+from autopipe.plan.configs import (
+    DEFAULT,
+    INITIAL_LR,
+    BudgetPlan,
+    HardwarePlan,
+    SegmentationConfig,
+    planned,
+    significant,
+)
 from autopipe.plan.time_budget import TimedPlan, fit_to_budget
 from autopipe.plan.topology import (
     UNetPlan,
@@ -154,7 +162,7 @@ def optimizer_choice(hardware: HardwarePlan) -> dict[str, tuple[object, str]]:
     if hardware.device == "cpu":
         why = ("CPU budget of a few thousand steps: Adam found lesions within 300 steps where nnU-Net's SGD had "
                "pseudo Dice 0.00 (2 mm demo cohort)")
-        return {"optimizer": ("adam", why), "initial_lr": (1e-3, "Adam's usual rate, with poly decay")}
+        return {"optimizer": ("adam", why), "initial_lr": (INITIAL_LR["adam"], "Adam's usual rate, with poly decay")}
     return {"optimizer": (DEFAULT, "nnU-Net's optimizer for its long schedule"),
             "initial_lr": (DEFAULT, "nnU-Net's initial learning rate, with poly decay")}
 

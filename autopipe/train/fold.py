@@ -23,7 +23,7 @@ import torch
 from autopipe.cohort.dataset import DatasetSpec, load_dataset
 from autopipe.errors import AutopipeError
 from autopipe.paths import Workspace
-from autopipe.plan.configs import Plans
+from autopipe.plan.configs import INITIAL_LR, Plans
 from autopipe.plan.planner import NUM_CLASSES
 from autopipe.plan.plans_file import load_plans
 from autopipe.plan.splits import load_splits
@@ -35,7 +35,6 @@ from autopipe.train.trainer import TrainingJob, TrainingSettings, network_kwargs
 log = logging.getLogger(__name__)
 
 ALL = "all"
-OPTIMIZER_LR = {"sgd": 1e-2, "adam": 1e-3}  # when --optimizer overrides the plan
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def training_jobs(fold: Fold, workspace: Workspace, configurations: list[str] | 
     jobs = []
     for name in names:
         config = planned[name]
-        lr = config.initial_lr if optimizer in (None, config.optimizer) else OPTIMIZER_LR[optimizer]
+        lr = config.initial_lr if optimizer in (None, config.optimizer) else INITIAL_LR[optimizer]
         settings = TrainingSettings(epochs=epochs or config.epochs,
                                     iterations_per_epoch=iterations or config.iterations_per_epoch,
                                     optimizer=optimizer or config.optimizer, initial_lr=lr,

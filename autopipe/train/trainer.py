@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from autopipe.plan.configs import OPTIMIZERS, SegmentationConfig
+from autopipe.files import write_json
+from autopipe.plan.configs import INITIAL_LR, OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -40,7 +41,7 @@ class TrainingSettings:
     iterations_per_epoch: int
     validation_iterations: int = 10
     optimizer: str = "sgd"  # a key of autopipe.plan.configs.OPTIMIZERS
-    initial_lr: float = 1e-2
+    initial_lr: float = INITIAL_LR["sgd"]
     momentum: float = 0.99
     weight_decay: float = 3e-5
     poly_exponent: float = 0.9
@@ -161,11 +162,10 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
     if ranks.is_main:
         if start_epoch >= settings.epochs:
             log.info("%s fold %s: all %d epochs were already done", job.name, job.fold, settings.epochs)
-        save_checkpoint(checkpoint_path(job.out_dir, "final"),
-                        _state(job, network, optimizer, scaler, history, best, settings.epochs))
+        final = _state(job, network, optimizer, scaler, history, best, settings.epochs)
+        save_checkpoint(checkpoint_path(job.out_dir, "final"), final)
         if not checkpoint_path(job.out_dir, "best").is_file():  # no epoch gave a finite pseudo Dice
-            save_checkpoint(checkpoint_path(job.out_dir, "best"),
-                            _state(job, network, optimizer, scaler, history, best, settings.epochs))
+            save_checkpoint(checkpoint_path(job.out_dir, "best"), final)
         checkpoint_path(job.out_dir, "latest").unlink(missing_ok=True)
         _write_curves(job, history)
     barrier()
@@ -260,8 +260,6 @@ def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Op
 
 
 def _write_curves(job: TrainingJob, history: list[dict]) -> None:
-    from autopipe.files import write_json
-
     plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in history]
     write_json(job.out_dir / "progress.json", plain)
     plot_progress(history, job.out_dir / "progress.png", f"{job.name}, fold {job.fold}")
