@@ -24,7 +24,7 @@ DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-N
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
     from autopipe.cohort.check import check_cohort
-    from autopipe.evaluate.crossval import evaluate_crossvalidation
+    from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
     from autopipe.plan.planner import plan_dataset
     from autopipe.predict.new_cases import predict_folder
     from autopipe.preprocess.runner import preprocess_dataset
@@ -74,7 +74,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     summaries = evaluate_crossvalidation(cohort, ws)
     for summary in summaries:
         log.info("%s", summary["text"])
-    log.info("\n%s", comparison_table(summaries))
+    log.info("\n%s", compare_configurations(summaries))
 
     _step(7, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space")
     predictions = workdir / "predictions"
@@ -104,18 +104,6 @@ def train_fold_zero(cohort: Path, ws: Workspace) -> None:
     code = main(["train", "0", cohort.name, *folders, "--no-mirror", "--continue"])
     if code != 0:
         raise AutopipeError("training fold 0 failed (reasons above)", fix="this is a bug in autopipe; please report it")
-
-
-def comparison_table(summaries: list[dict]) -> str:
-    """2D vs 3D on the held-out cases: the numbers the PVL study compares."""
-    lines = ["configuration    Dice           VOE            lesion F1      per-lesion Dice",
-             "-" * 78]
-    for s in summaries:
-        pooled = s["summary"]["pooled"]
-        cells = [f"{pooled[k]['mean']:.3f} ± {pooled[k]['std']:.3f}" for k in
-                 ("dice", "voe", "lesion_f1", "per_lesion_dice")]
-        lines.append(f"{s['configuration']:<16} " + "  ".join(f"{c:<13}" for c in cells))
-    return "\n".join(lines)
 
 
 def _step(number: int, text: str) -> None:

@@ -27,7 +27,7 @@ def main() -> None:
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="autopipe_2d3d_"))).resolve()
 
     from autopipe.cli import main as autopipe
-    from autopipe.evaluate.crossval import evaluate_crossvalidation
+    from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
     from autopipe.paths import Workspace
 
     dataset = "Dataset001_SynthPVL"
@@ -43,19 +43,16 @@ def main() -> None:
         _ok(autopipe(["train", fold, dataset, *folders, "--continue", *([] if args.mirror else ["--no-mirror"])]))
     print(f"\n2D vs 3D, {args.minutes:g} min budget per configuration and fold, folds {args.folds}, "
           f"{args.cases} cases at 2 mm, mirror TTA {'on' if args.mirror else 'off'}")
-    print(f"{'configuration':<14} {'train min':>9}  {'patch':<10} {'Dice':<14} {'VOE':<14} {'lesion F1':<14} "
-          f"{'per-lesion Dice':<14}")
-    for summary in evaluate_crossvalidation(ws.raw / dataset, ws):
+    summaries = evaluate_crossvalidation(ws.raw / dataset, ws)
+    plans = json.loads((ws.plans / dataset / "plans.json").read_text())
+    for summary in summaries:
         name = summary["configuration"]
         minutes = sum(sum(r["seconds"] for r in json.loads(p.read_text()))
                       for p in (ws.results / dataset / name).glob("fold_*/progress.json")) / 60
-        plans = json.loads((ws.plans / dataset / "plans.json").read_text())
         patch = "x".join(map(str, plans["configurations"][name]["patch_size"]["value"]))
-        pooled = summary["summary"]["pooled"]
-        cells = "".join(f"{pooled[k]['mean']:.3f}±{pooled[k]['std']:.3f}".ljust(15)
-                        for k in ("dice", "voe", "lesion_f1", "per_lesion_dice"))
-        print(f"{name:<14} {minutes:>9.1f}  {patch:<10} {cells}")
-    print(f"(metrics pooled over {sum(len(s['summary']['folds']) for s in [summary])} fold(s); work folder {workdir})")
+        print(f"{name}: patch {patch}, trained {minutes:.1f} min over folds {summary['folds']}")
+    print(compare_configurations(summaries))
+    print(f"(work folder {workdir})")
 
 
 def _ok(code: int) -> None:

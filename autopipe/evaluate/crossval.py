@@ -102,6 +102,18 @@ def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: 
             "postprocessing": postprocessing, "text": text}
 
 
+def compare_configurations(summaries: list[dict]) -> str:
+    """One row per configuration of evaluate_crossvalidation's results, pooled mean ± std: the numbers the PVL
+    study compares between its 2D and 3D U-Nets."""
+    keys = ("dice", "voe", "lesion_f1", "per_lesion_dice")
+    lines = [f"{'configuration':<16} " + "  ".join(f"{title:<13}" for title in
+                                                    ("Dice", "VOE", "lesion F1", "per-lesion Dice")), "-" * 78]
+    for s in summaries:
+        pooled = s["summary"]["pooled"]
+        lines.append(f"{s['configuration']:<16} " + "  ".join(f"{_stat(pooled, k):<13}" for k in keys))
+    return "\n".join(lines)
+
+
 def _arrays(case_id: str, prediction: Path, reference: Path, labels: tuple[int, ...]
             ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """(predicted mask, reference lesion mask, spacing) of a case, for the postprocessing decision."""
