@@ -1,0 +1,88 @@
+"""Multitask reconstruction + segmentation: MTLRS (Karkalousos et al., MIDL 2023) and reconstruct-then-segment.
+
+MTLRS: each cascade is a RIM block followed by an Attention U-Net on the magnitude of the cascade's last
+image. Coupled (MTLRS proper): after every cascade but the last, |x| * p_lesion, with p_lesion the softmax
+lesion probability, is tiled over the hidden channels and added to both recurrent hidden states carried into
+the next cascade, so the segmentation steers the reconstruction; gradients flow through this coupling.
+Uncoupled: the same network without the addition (the "joint" baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autopipe.mri import operators
+from autopipe.train.attention_unet import AttentionUNet2d
+from autopipe.train.cirim import CIRIM, final_image
+from autopipe.train.rim import RIMBlock
+
+
+@dataclass
+class MultitaskOutput:
+    """estimates[cascade][step]: [B, H, W] complex images; segmentations: one logits [B, 2, H, W] per cascade."""
+
+    estimates: list[list[torch.Tensor]]
+    segmentations: list[torch.Tensor]
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The final reconstruction: last time step of the last cascade, [B, H, W] complex."""
+        return final_image(self.estimates)
+
+    @property
+    def segmentation(self) -> torch.Tensor:
+        """The final segmentation logits [B, 2, H, W]."""
+        return self.segmentations[-1]
+
+
+def _magnitude(image: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] complex -> [B, 1, H, W] magnitude."""
+    return image.abs()[:, None]
+
+
+class MTLRS(nn.Module):
+    """`cascades` x (RIMBlock -> AttentionUNet2d), each with its own parameters; forward -> MultitaskOutput."""
+
+    def __init__(self, cascades: int, time_steps: int, hidden_channels: int, segmentation_channels: int,
+                 poolings: int = 2, coupled: bool = True, cell: str = "IndRNN") -> None:
+        super().__init__()
+        if cascades < 1:
+            raise ValueError(f"cascades must be >= 1, got {cascades}")
+        self.coupled = coupled
+        self.reconstructors = nn.ModuleList(RIMBlock(hidden_channels, time_steps, cell) for _ in range(cascades))
+        self.segmenters = nn.ModuleList(AttentionUNet2d(1, 2, segmentation_channels, poolings)
+                                        for _ in range(cascades))
+
+    def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None) -> MultitaskOutput:
+        image = operators.adjoint(kspace, maps, mask)
+        hidden = None
+        estimates, segmentations = [], []
+        last = len(self.reconstructors) - 1
+        for c, (rim, segmenter) in enumerate(zip(self.reconstructors, self.segmenters, strict=True)):
+            steps, hidden = rim(image, kspace, maps, mask, hidden)
+            image = steps[-1]
+            magnitude = _magnitude(image)
+            logits = segmenter(magnitude)
+            estimates.append(steps)
+            segmentations.append(logits)
+            if self.coupled and c < last:
+                # softmax lesion probability (not a min-max normalization); broadcast over the hidden channels
+                coupling = magnitude * logits.softmax(1)[:, 1:2]
+                hidden = [h + coupling for h in hidden]
+        return MultitaskOutput(estimates, segmentations)
+
+
+class ReconstructThenSegment(nn.Module):
+    """CIRIM, then a segmentation net on |final image|: end-to-end training or chaining separately trained nets."""
+
+    def __init__(self, reconstruction: CIRIM, segmentation: AttentionUNet2d) -> None:
+        super().__init__()
+        self.reconstruction = reconstruction
+        self.segmentation = segmentation
+
+    def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None) -> MultitaskOutput:
+        estimates = self.reconstruction(kspace, maps, mask)
+        return MultitaskOutput(estimates, [self.segmentation(_magnitude(final_image(estimates)))])
