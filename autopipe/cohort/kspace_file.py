@@ -12,7 +12,9 @@ retrospectively; False: unsampled entries are zero), `acceleration` (requested),
 `mask_type`, and the relation to the image: `slice_axis` (0, 1 or 2: the axis of the channel-0
 image volume the slices run along) and `slice_indices` (the voxel index along that axis of each
 slice). Slice s in-plane is `image.take(slice_indices[s], axis=slice_axis)`, H and W being the two
-remaining axes in order; a pixel of the SENSE image is the voxel at the same index.
+remaining axes in order; a pixel of the SENSE image is the voxel at the same index. Optional `affine`
+(4x4, the image volume's voxel -> RAS mm, as in its NIfTI header) places the slices in the scanner's
+space, so a reconstruction can be written as NIfTI without the image beside it.
 """
 
 from __future__ import annotations

@@ -50,6 +50,14 @@ NORMALIZATIONS = {
 }
 RECONSTRUCTION_MODELS = {"CIRIM": "cascades of recurrent inference machines, gradient of the likelihood as input"}
 RECURRENT_CELLS = {"IndRNN": "element-wise recurrent weight", "ConvGRU": "convolutional GRU"}
+APPROACHES = {
+    "pretrained": "CIRIM trained alone, 2D segmentation trained on fully sampled images, chained at test time",
+    "sequential": "2D segmentation trained on the reconstructions of the frozen, trained CIRIM",
+    "end_to_end": "CIRIM followed by 2D segmentation, trained together on the combined loss, no coupling",
+    "joint": "MTLRS cascades without the coupling: a segmentation in every cascade, hidden states untouched",
+    "mtlrs": "MTLRS: each cascade's lesion probability x |image| is added into the next cascade's hidden states",
+}
+"""The ways to do reconstruction and segmentation that the MTLRS paper compares (and the uncoupled ablation)."""
 CLASSIFIERS = {"logistic_regression": "L2-regularized logistic regression (scikit-learn, lbfgs)"}
 CLASS_WEIGHTS = {"balanced": "weights inversely proportional to class frequency", "none": "equal weights"}
 HAND_FEATURES = {
@@ -243,11 +251,14 @@ class ReconstructionPlan:
     recurrent_cell: Annotated[str, Choice(RECURRENT_CELLS)] = "IndRNN"
     batch_size: int = 1
     learning_rate: float = 1e-4
+    cs_weights: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    cs_iterations: int = 50
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:
         _check_positive(self, "cascades", "time_steps", "hidden_channels", "matrix", "coils", "epochs",
-                        "seconds_per_iteration", "batch_size", "learning_rate", "calibration_size")
+                        "seconds_per_iteration", "batch_size", "learning_rate", "calibration_size", "cs_weights",
+                        "cs_iterations")
         check(self.acceleration >= 1, "acceleration", f"must be >= 1, got {self.acceleration}")
 
 
@@ -264,12 +275,15 @@ class MultitaskPlan:
     segmentation_poolings: int = 2
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
+    approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "mtlrs")
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:
         _check_positive(self, "cascades", "time_steps", "hidden_channels", "segmentation_channels", "epochs",
                         "seconds_per_iteration", "segmentation_poolings", "segmentation_weight",
                         "reconstruction_weight")
+        check(len(self.approaches) > 0 and len(set(self.approaches)) == len(self.approaches), "approaches",
+              f"one or more distinct approaches expected, got {list(self.approaches)}")
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
                                      budget, training_extent(spacings, shapes))
     channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
     hand = plan_hand_function(fingerprint["clinical"])
+    multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget)
     return Plans(
         dataset=fingerprint["dataset"],
         hardware=hardware,
@@ -104,8 +105,9 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         configurations=segmentation.configurations,
         preprocessing=plan_preprocessing(channels, fingerprint["skull_stripped"], segmentation.target_spacing,
                                          lesion_labels, fingerprint["labels"]),
-        reconstruction=plan_reconstruction(fingerprint["kspace"], hardware, budget),
-        multitask=plan_multitask(fingerprint["kspace"], True, hardware, budget),
+        reconstruction=plan_reconstruction(fingerprint["kspace"], hardware, budget,
+                                           like_multitask=multitask is not None),
+        multitask=multitask,
         hand_function=hand,
         joint=plan_joint(hand),
         reasons={"transpose_forward": segmentation.reasons["transpose_forward"]},

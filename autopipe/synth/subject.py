@@ -218,6 +218,6 @@ def _kspace_slab(params: SubjectParams, grid: geometry.Grid, axcodes: str, flair
     mask, calibration, effective = kspace.sampling_mask(kp, image.shape[1:])
     attrs = {"fully_sampled": True, "acceleration": kp.acceleration, "effective_acceleration": effective,
              "calibration_size": calibration, "mask_type": kp.mask_type, "slice_axis": axis,
-             "slice_indices": indices.astype(np.int64), "noise_sigma": sigma}
+             "slice_indices": indices.astype(np.int64), "noise_sigma": sigma, "affine": grid.affine.astype(np.float64)}
     return KspaceSlab(data, mask.astype(np.uint8), kspace.sense_reference(data, maps),
                       kspace.take_slices(label, axis, indices).astype(np.uint8), attrs, coils)
