@@ -245,8 +245,6 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import torch  # noqa: F401  (imported before set_threads, so torch's thread count is set too)
 
-    from autopipe.evaluate.crossval import evaluate_fold
-    from autopipe.predict.validation import predict_validation
     from autopipe.train import distributed
     from autopipe.train.device import choose_device
     from autopipe.train.fold import load_fold, parse_fold, train_fold, training_jobs
@@ -264,36 +262,85 @@ def _run_train(args: argparse.Namespace) -> int:
         log.setLevel(logging.WARNING)
     try:
         fold = load_fold(root, ws, fold_name)
-        configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
+        names = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
+        configurations, slice_models = split_model_names(fold, names)
         workers = default_loader_workers(device.type, cores) if args.loader_workers is None else args.loader_workers
         jobs = training_jobs(fold, ws, configurations, epochs=args.epochs, iterations=args.iterations,
-                             loader_workers=workers, seed=args.seed, optimizer=args.optimizer)
+                             loader_workers=workers, seed=args.seed, optimizer=args.optimizer) \
+            if configurations != [] else []
         train_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
-        if not (args.validate and fold.val_cases):
-            return EXIT_OK
-        for job in jobs:
-            folder = predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(job.val_cases), device,
-                                        ranks, mirror=args.mirror, progress=not args.quiet)
-            if ranks.is_main:
-                result = evaluate_fold(fold.spec, folder, list(job.val_cases), fold.plans.preprocessing.lesion_labels,
-                                       progress=not args.quiet)
-                print(f"\n{job.name} fold {fold_name}: validation of {len(job.val_cases)} held-out case(s) in their "
-                      f"native space ({folder})")
-                print(result["table"])
+        _validate_segmentation(args, fold, jobs, device, ranks)
+        _train_reconstruction(args, fold, ws, slice_models, device, ranks)
         return EXIT_OK
     finally:
         distributed.stop()
 
 
+def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, list[str] | None]:
+    """-c NAMES -> (segmentation configurations, reconstruction models incl. 'cs'); None means every planned."""
+    from autopipe.train.slice_fold import CS, planned_models
+
+    if names is None:
+        return None, None
+    slice_names = [*planned_models(fold), *([CS] if fold.plans.reconstruction else [])]
+    unknown = [n for n in names if n not in fold.plans.configurations and n not in slice_names]
+    if unknown:
+        raise AutopipeError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in the plan",
+                            fix=f"choose from {', '.join([*fold.plans.configurations, *slice_names])}")
+    return [n for n in names if n in fold.plans.configurations], [n for n in names if n in slice_names]
+
+
+def _train_reconstruction(args: argparse.Namespace, fold, ws, models: list[str] | None, device, ranks) -> None:
+    """The compressed-sensing weight and the slice models of the plan's approaches, then their comparison."""
+    from autopipe.evaluate.approach_comparison import compare_fold, format_comparison, summarize
+    from autopipe.train import distributed
+    from autopipe.train.slice_fold import CS, slice_jobs, train_slice_fold, tune_cs_weight
+
+    if fold.plans.reconstruction is None or models == []:
+        return
+    if ranks.is_main and (models is None or CS in models):
+        tune_cs_weight(fold, ws, force=args.force, progress=not args.quiet)
+    distributed.barrier()
+    jobs = slice_jobs(fold, ws, None if models is None else [m for m in models if m != CS], epochs=args.epochs,
+                      seed=args.seed)
+    train_slice_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
+    if args.validate and fold.val_cases and ranks.is_main:
+        result = compare_fold(fold, ws, device, progress=not args.quiet)
+        print(f"\nreconstruction + segmentation, fold {fold.name}: {len(result['cases'])} held-out case(s)")
+        print(format_comparison(summarize([result])))
+
+
+def _validate_segmentation(args: argparse.Namespace, fold, jobs: list, device, ranks) -> None:
+    """Predict and score the fold's held-out cases with every segmentation configuration just trained."""
+    from autopipe.evaluate.crossval import evaluate_fold
+    from autopipe.predict.validation import predict_validation
+
+    if not (args.validate and fold.val_cases):
+        return
+    for job in jobs:
+        folder = predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(job.val_cases), device,
+                                    ranks, mirror=args.mirror, progress=not args.quiet)
+        if ranks.is_main:
+            result = evaluate_fold(fold.spec, folder, list(job.val_cases), fold.plans.preprocessing.lesion_labels,
+                                   progress=not args.quiet)
+            print(f"\n{job.name} fold {fold.name}: validation of {len(job.val_cases)} held-out case(s) in their "
+                  f"native space ({folder})")
+            print(result["table"])
+
+
 # --- predict -----------------------------------------------------------------------------------------
 
 def _predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", type=Path, required=True, help="folder of new cases: CASE_0000.nii.gz, ...")
-    p.add_argument("-o", "--output", type=Path, required=True, help="folder for CASE.nii.gz lesion masks")
+    p.add_argument("-i", "--input", type=Path, required=True,
+                   help="folder of new cases: CASE_0000.nii.gz, ... and/or k-space files CASE.h5")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="folder for CASE.nii.gz lesion masks (CASE_reconstruction/_lesions.nii.gz from k-space)")
     dataset_argument(p)
     p.add_argument("-c", "--configuration", help="default: the best by cross-validation, else 3d_fullres")
     p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
     p.add_argument("--probabilities", action="store_true", help="also write CASE_probability.nii.gz")
+    p.add_argument("--approach", choices=("pretrained", "sequential", "end_to_end", "joint", "mtlrs"),
+                   help="for k-space files (CASE.h5): default the best per-lesion Dice of the comparison")
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="without mirror test-time augmentation (8x faster in 3D, slightly less accurate)")
     p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best one present")
@@ -306,13 +353,29 @@ def _run_predict(args: argparse.Namespace) -> int:
     ws = workspace(args)
     root = resolve_dataset(args.dataset, ws.raw)
     folds = [f.strip() for f in args.folds.split(",")] if args.folds else None
-    result = predict_folder(args.input, args.output, root, ws, configuration=args.configuration, folds=folds,
-                            device=choose_device(args.device), mirror=args.mirror, probabilities=args.probabilities,
-                            workers=args.workers, progress=not args.quiet)
-    print(f"{len([p for p in result['written'] if 'probability' not in p.name])} case(s) predicted with "
-          f"{result['configuration']} (folds {', '.join(result['folds'])}) -> {args.output}")
-    if result["failed"]:
-        log.error("error: %d case(s) failed (reasons above)", len(result["failed"]))
+    has_kspace = args.input.is_dir() and any(args.input.glob("*.h5"))
+    has_images = args.input.is_dir() and any(args.input.glob("*_0000.*"))
+    failed = []
+    if has_images or not has_kspace:
+        result = predict_folder(args.input, args.output, root, ws, configuration=args.configuration, folds=folds,
+                                device=choose_device(args.device), mirror=args.mirror,
+                                probabilities=args.probabilities, workers=args.workers, progress=not args.quiet)
+        print(f"{len([p for p in result['written'] if 'probability' not in p.name])} case(s) predicted with "
+              f"{result['configuration']} (folds {', '.join(result['folds'])}) -> {args.output}")
+        failed += result["failed"]
+    if has_kspace:
+        from autopipe.cohort.dataset import load_dataset
+        from autopipe.plan.plans_file import load_plans
+        from autopipe.predict.kspace_cases import predict_kspace_folder
+
+        plans = load_plans(ws.plans_dir(load_dataset(root).name) / "plans.json")
+        result = predict_kspace_folder(args.input, args.output, plans, ws, approach=args.approach, folds=folds,
+                                       device=choose_device(args.device), progress=not args.quiet)
+        print(f"{len(result['written']) // 2} k-space file(s) reconstructed and segmented with {result['approach']} "
+              f"(folds {', '.join(result['folds'])}) -> {args.output}")
+        failed += result["failed"]
+    if failed:
+        log.error("error: %d case(s) failed (reasons above)", len(failed))
         return EXIT_FAILED
     return EXIT_OK
 

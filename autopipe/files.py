@@ -65,3 +65,14 @@ def to_plain(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def read_json(path: Path | str) -> object:
+    """A JSON file autopipe wrote; AutopipeError naming the file when it is missing or damaged."""
+    from autopipe.errors import AutopipeError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AutopipeError(f"cannot read {Path(path).name} ({type(exc).__name__}: {exc})", where=str(path),
+                            fix="delete it and run the command that writes it again") from None

@@ -21,7 +21,7 @@ from autopipe.files import atomic_path
 
 FORMAT_VERSION = 1
 NAMES = ("latest", "best", "final")
-REQUIRED = ("format_version", "kind", "epoch", "network_kwargs", "patch_size", "transpose_forward", "network")
+REQUIRED = ("format_version", "kind", "epoch", "network_kwargs", "network")
 
 
 def checkpoint_path(folder: Path, name: str) -> Path:

@@ -9,25 +9,32 @@ from autopipe.files import atomic_path
 
 def plot_progress(history: list[dict], path: Path, title: str) -> Path:
     """Four panels over epochs: train/validation loss, pseudo Dice (and its moving average), learning rate,
-    seconds per epoch with the share spent waiting for data. `history` holds TrainingLog records."""
+    seconds per epoch with the share spent waiting for data. `history` holds TrainingLog records; a curve
+    whose key the records lack (a reconstruction model has no Dice) is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
+
+    def curve(ax, key: str, *style: str, scale: str | None = None, **kwargs) -> None:
+        if history and key in history[0] and (scale is None or scale in history[0]):
+            values = [r[key] * (r[scale] if scale else 1) for r in history]
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], *style, **kwargs)
+
     fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
-    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in history], label="validation")
-    axes[0].set_ylabel("loss (Dice + CE)")
-    axes[1].plot(epochs, [r["pseudo_dice"] for r in history], ".", alpha=0.5, label="pseudo Dice")
-    axes[1].plot(epochs, [r["ema_pseudo_dice"] for r in history], label="moving average (picks best)")
+    curve(axes[0], "train_loss", label="train")
+    curve(axes[0], "val_loss", label="validation")
+    axes[0].set_ylabel("loss")
+    curve(axes[1], "pseudo_dice", ".", alpha=0.5, label="pseudo Dice")
+    curve(axes[1], "ema_pseudo_dice", label="moving average (picks best)")
     axes[1].set_ylabel("lesion pseudo Dice")
     axes[1].set_ylim(0, 1)
-    axes[2].plot(epochs, [r["lr"] for r in history])
+    curve(axes[2], "lr")
     axes[2].set_ylabel("learning rate")
-    axes[3].plot(epochs, [r["seconds"] for r in history], label="epoch")
-    axes[3].plot(epochs, [r["seconds"] * r["data_wait"] for r in history], label="waiting for data")
+    curve(axes[3], "seconds", label="epoch")
+    curve(axes[3], "seconds", scale="data_wait", label="waiting for data")
     axes[3].set_ylabel("seconds")
     axes[3].set_xlabel("epoch")
     for ax in axes:

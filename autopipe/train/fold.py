@@ -166,7 +166,7 @@ def train_fold(jobs: list[TrainingJob], device: torch.device, ranks: Ranks, *, r
         if force and ranks.is_main:
             clear_outputs(job)
         barrier()
-        with _log_file(job.out_dir / "training.log", ranks.is_main):
+        with log_file(job.out_dir / "training.log", ranks.is_main):
             log.info("training %s fold %s on %s (%d process%s): %d train / %d validation cases, %d epochs x %d "
                      "iterations, patch %s, batch %d", job.name, job.fold, device, ranks.world_size,
                      "es" if ranks.world_size > 1 else "", len(job.train_cases), len(job.val_cases),
@@ -179,7 +179,7 @@ def train_fold(jobs: list[TrainingJob], device: torch.device, ranks: Ranks, *, r
 
 
 @contextmanager
-def _log_file(path: Path, enabled: bool) -> Iterator[None]:
+def log_file(path: Path, enabled: bool) -> Iterator[None]:
     """Copy autopipe's log messages into `path` (appending) while the block runs."""
     if not enabled:
         yield

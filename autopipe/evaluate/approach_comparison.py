@@ -1,0 +1,205 @@
+"""The MTLRS paper's table: reconstruction quality and lesion segmentation of every approach, per subject.
+
+For each fold, every validation case with k-space is reconstructed by the classical methods (zero-filled,
+CG-SENSE, compressed sensing) and by every trained approach (pretrained, sequential, end_to_end, joint,
+mtlrs), which also segment it. Per subject (the case's slab of slices, stacked in 3D):
+    SSIM, PSNR, NMSE   on magnitude images, fastMRI's definitions (autopipe.evaluate.image_quality)
+    Dice, per-lesion Dice   of the lesion probability > 0.5 against the slices' labels, lesions being
+                            26-connected components of the stack (autopipe.evaluate.metrics)
+and, across subjects, Spearman's rho (with its p-value) between SSIM and per-lesion Dice.
+
+    results/DATASET/reconstruction/comparison/fold_K.json     per subject and per method, seconds per slice
+    results/DATASET/reconstruction/comparison/summary.json    pooled over the folds, with the definitions
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autopipe.errors import AutopipeError
+from autopipe.evaluate.image_quality import IMAGE_QUALITY_DEFINITIONS, image_quality
+from autopipe.evaluate.metrics import METRIC_DEFINITIONS, dice, lesion_detection
+from autopipe.files import read_json, write_json
+from autopipe.paths import Workspace
+from autopipe.predict.slice_inference import (
+    CLASSICAL,
+    available_approaches,
+    case_reference,
+    load_fold_models,
+    process_case,
+)
+from autopipe.progress import Progress
+from autopipe.train.cs_weight import CS_FILE
+from autopipe.train.fold import Fold
+from autopipe.train.kspace_slices import cases_with_kspace, kspace_dir
+from autopipe.train.slice_fold import CS, RECONSTRUCTION_FOLDER, planned_models, slice_model_dir
+
+log = logging.getLogger(__name__)
+
+COMPARISON_FOLDER = "comparison"
+RECONSTRUCTION_METRICS = ("ssim", "psnr", "nmse")
+SEGMENTATION_METRICS = ("dice", "per_lesion_dice")
+DEFINITIONS = {
+    **{k: IMAGE_QUALITY_DEFINITIONS[k] for k in RECONSTRUCTION_METRICS},
+    "dice": METRIC_DEFINITIONS["dice"] + " Over the subject's stack of slices, probability > 0.5 is lesion.",
+    "per_lesion_dice": METRIC_DEFINITIONS["per_lesion_dice"] + " Lesions: 26-connected components of the stack.",
+    "spearman": "Spearman's rank correlation between SSIM and per-lesion Dice across subjects (subjects without "
+                "reference lesions left out), with its two-sided p-value (scipy.stats.spearmanr).",
+    "seconds_per_slice": "wall-clock seconds to reconstruct (and segment) one slice on the evaluating device.",
+}
+
+
+def comparison_dir(workspace: Workspace, dataset: str) -> Path:
+    return workspace.results / dataset / RECONSTRUCTION_FOLDER / COMPARISON_FOLDER
+
+
+def subject_metrics(target: np.ndarray, labels: np.ndarray | None, image: np.ndarray,
+                    probability: np.ndarray | None) -> dict[str, float]:
+    """The table's numbers for one subject: complex or magnitude images [S, H, W], labels [S, H, W]."""
+    row = image_quality(np.abs(target), np.abs(image))
+    if probability is not None and labels is not None:
+        mask, reference = probability > 0.5, labels > 0
+        row["dice"] = dice(mask, reference)
+        row["per_lesion_dice"] = lesion_detection(mask, reference, (1.0, 1.0, 1.0))["per_lesion_dice"]
+    return row
+
+
+def compare_fold(fold: Fold, workspace: Workspace, device: torch.device, progress: bool = False) -> dict:
+    """Every method on the fold's validation cases with k-space; written to comparison/fold_K.json."""
+    plans = fold.plans
+    folder = kspace_dir(fold.preprocessed)
+    cases = cases_with_kspace(folder, fold.val_cases)
+    if not cases:
+        raise AutopipeError(f"fold {fold.name} has no validation case with k-space", where=str(folder),
+                            fix="the comparison needs held-out cases with k-space; use another fold")
+    dirs = {m: slice_model_dir(workspace, fold.spec.name, m, fold.name) for m in planned_models(fold)}
+    trained = {m: d for m, d in dirs.items() if (d / "checkpoint_final.pt").is_file()}
+    models = load_fold_models(trained, device)
+    approaches = available_approaches(plans.multitask.approaches if plans.multitask else [], models)
+    cs_file = slice_model_dir(workspace, fold.spec.name, CS, fold.name) / CS_FILE
+    cs = read_json(cs_file) if cs_file.is_file() else None
+    methods = [m for m in CLASSICAL if m != "cs" or cs is not None] + approaches
+    rows: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
+    timings: dict[str, float] = {}
+    slices = 0
+    with Progress(len(cases), f"comparison fold {fold.name}", enabled=progress) as bar:
+        for case in cases:
+            reference = case_reference(folder, case)
+            results = process_case(folder, case, methods, models, device, cs_weight=cs and cs["weight"],
+                                   cs_iterations=cs["iterations"] if cs else plans.reconstruction.cs_iterations,
+                                   timings=timings)
+            slices += reference["target"].shape[0]
+            for method, result in results.items():
+                rows[method][case] = subject_metrics(reference["target"], reference.get("segmentation"),
+                                                     result.image, result.probability)
+            bar.advance()
+    out = {"fold": fold.name, "cases": cases, "methods": methods, "per_subject": rows,
+           "seconds_per_slice": {m: timings[m] / slices for m in methods},
+           "cs_weight": cs and cs["weight"], "missing_models": sorted(set(dirs) - set(trained))}
+    write_json(comparison_dir(workspace, fold.spec.name) / f"fold_{fold.name}.json", out)
+    return out
+
+
+def summarize(fold_results: list[dict]) -> dict:
+    """Per method: mean and standard deviation of every metric over all subjects of all folds; Spearman
+    between SSIM and per-lesion Dice per approach and pooled over the approaches."""
+    from scipy.stats import spearmanr
+
+    methods = list(dict.fromkeys(m for r in fold_results for m in r["methods"]))
+    table, pooled = {}, ([], [])
+    for method in methods:
+        subjects = [row for r in fold_results for row in r["per_subject"].get(method, {}).values()]
+        entry = {"subjects": len(subjects)}
+        for metric in (*RECONSTRUCTION_METRICS, *SEGMENTATION_METRICS):
+            values = [s[metric] for s in subjects if metric in s and np.isfinite(s[metric])]
+            if values:
+                entry[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        pairs = [(s["ssim"], s["per_lesion_dice"]) for s in subjects
+                 if "per_lesion_dice" in s and np.isfinite(s["per_lesion_dice"])]
+        if pairs:
+            pooled[0].extend(p[0] for p in pairs)
+            pooled[1].extend(p[1] for p in pairs)
+            entry["spearman"] = _spearman(spearmanr, *zip(*pairs, strict=True))
+        seconds = [r["seconds_per_slice"][method] for r in fold_results if method in r["seconds_per_slice"]]
+        entry["seconds_per_slice"] = float(np.mean(seconds))
+        table[method] = entry
+    return {"folds": [r["fold"] for r in fold_results], "methods": table,
+            "spearman_all_approaches": _spearman(spearmanr, *pooled) if pooled[0] else None,
+            "definitions": DEFINITIONS}
+
+
+def _spearman(spearmanr, x, y) -> dict:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"rho": math.nan, "p": math.nan, "n": len(x)}
+    rho, p = spearmanr(x, y)
+    return {"rho": float(rho), "p": float(p), "n": len(x)}
+
+
+def format_comparison(summary: dict) -> str:
+    """The paper's table as text: one row per method, mean +- sd over subjects."""
+    def cell(entry: dict, metric: str, digits: int) -> str:
+        if metric not in entry:
+            return "-"
+        return f"{entry[metric]['mean']:.{digits}f} ± {entry[metric]['std']:.{digits}f}"
+
+    header = (f"{'method':<20}{'SSIM':>17}{'PSNR (dB)':>17}{'NMSE':>17}{'Dice':>17}{'per-lesion Dice':>17}"
+              f"{'s/slice':>9}")
+    lines = [header, "-" * len(header)]
+    for method, entry in summary["methods"].items():
+        lines.append(f"{method:<20}{cell(entry, 'ssim', 3):>17}{cell(entry, 'psnr', 2):>17}"
+                     f"{cell(entry, 'nmse', 4):>17}{cell(entry, 'dice', 3):>17}{cell(entry, 'per_lesion_dice', 3):>17}"
+                     f"{entry['seconds_per_slice']:>9.3f}")
+    subjects = max(e["subjects"] for e in summary["methods"].values())
+    lines.append(f"{subjects} subject(s), folds {', '.join(summary['folds'])}; SSIM/PSNR/NMSE on magnitudes, data "
+                 "range = max of the reference volume (fastMRI); Dice over each subject's stack of slices.")
+    for method, entry in summary["methods"].items():
+        if "spearman" in entry and not math.isnan(entry["spearman"]["rho"]):
+            s = entry["spearman"]
+            lines.append(f"Spearman SSIM vs per-lesion Dice, {method}: rho {s['rho']:.2f} (p {s['p']:.2g}, "
+                         f"n {s['n']})")
+    pooled = summary.get("spearman_all_approaches")
+    if pooled and not math.isnan(pooled["rho"]):
+        lines.append(f"Spearman SSIM vs per-lesion Dice, all approaches pooled: rho {pooled['rho']:.2f} "
+                     f"(p {pooled['p']:.2g}, n {pooled['n']})")
+    return "\n".join(lines)
+
+
+def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] | None = None,
+                            device: torch.device | None = None, progress: bool = False) -> dict | None:
+    """The comparison over every fold whose models are trained (or those named); None if none is.
+    Folds already compared are reused unless a model is newer than their fold_K.json."""
+    from autopipe.train.fold import load_fold
+
+    device = device or torch.device("cpu")
+    results = []
+    for name in folds or [str(k) for k in range(5)]:
+        try:
+            fold = load_fold(root, workspace, name)
+        except AutopipeError:
+            if folds:
+                raise
+            continue
+        dirs = [slice_model_dir(workspace, fold.spec.name, m, name) for m in planned_models(fold)]
+        finals = [d / "checkpoint_final.pt" for d in dirs]
+        if not dirs or not all(f.is_file() for f in finals):
+            if folds:
+                raise AutopipeError(f"fold {name} has untrained reconstruction models",
+                                    where=str(dirs[0].parent.parent if dirs else root),
+                                    fix=f"run `autopipe train {name}` first")
+            continue
+        cached = comparison_dir(workspace, fold.spec.name) / f"fold_{name}.json"
+        if cached.is_file() and all(f.stat().st_mtime <= cached.stat().st_mtime for f in finals):
+            results.append(read_json(cached))
+        else:
+            results.append(compare_fold(fold, workspace, device, progress))
+    if not results:
+        return None
+    summary = summarize(results)
+    dataset = load_fold(root, workspace, results[0]["fold"]).spec.name
+    path = write_json(comparison_dir(workspace, dataset) / "summary.json", summary)
+    return {**summary, "text": format_comparison(summary), "path": path}

@@ -1,0 +1,81 @@
+"""The 2D slices the reconstruction models train on: one slice of a prepared k-space file per step.
+
+Prepared files (autopipe.preprocess.kspace_prep, in preprocessed/DATASET/kspace/CASE.h5) are read one
+slice at a time, so a cohort of any size trains in little memory. The order of the slices in epoch e
+is a pure function of (seed, e), and rank r of W processes takes every W-th slice of it (the order is
+cut to a multiple of W, so every rank takes the same number of steps, which DDP needs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autopipe.errors import AutopipeError
+from autopipe.preprocess.kspace_prep import kspace_slice_count, read_kspace_slice
+
+
+@dataclass(frozen=True, order=True)
+class SliceRef:
+    """Slice `index` of case `case`."""
+
+    case: str
+    index: int
+
+
+def kspace_dir(preprocessed_folder: Path) -> Path:
+    """Where preprocessing puts the prepared k-space files: beside the image folder."""
+    return preprocessed_folder.parent / "kspace"
+
+
+def case_file(folder: Path, case: str) -> Path:
+    return folder / f"{case}.h5"
+
+
+def cases_with_kspace(folder: Path, cases: tuple[str, ...] | list[str]) -> list[str]:
+    """The cases whose prepared k-space file exists (a cohort may have k-space for only some cases)."""
+    return [c for c in cases if case_file(folder, c).is_file()]
+
+
+def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[SliceRef]:
+    """Every slice of `cases`, checked to hold a fully sampled target (and lesion labels when needed)."""
+    import h5py
+
+    refs = []
+    for case in cases:
+        path = case_file(folder, case)
+        with h5py.File(path, "r") as f:
+            missing = [name for name in ("target", *(("segmentation",) if need_segmentation else ()))
+                       if name not in f]
+        if missing:
+            raise AutopipeError(
+                f"case {case}: the prepared k-space file has no {' and no '.join(missing)}", where=str(path),
+                fix="training needs fully sampled k-space (or a reference image) and lesion labels for its slices; "
+                    "leave this case out of the k-space folder or add them, then run `autopipe preprocess --force`")
+        refs.extend(SliceRef(case, i) for i in range(kspace_slice_count(path)))
+    return refs
+
+
+def epoch_order(count: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's slice indices for `epoch`: a seeded permutation, cut to a multiple of world_size."""
+    if count < world_size:
+        raise ValueError(f"{count} slices cannot be shared by {world_size} processes")
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    usable = count - count % world_size
+    return [int(i) for i in order[:usable][rank::world_size]]
+
+
+def load_slice(folder: Path, ref: SliceRef, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """One slice as a batch of 1: kspace, maps [1, C, H, W] complex64; mask [1, H, W] float32; target [1, H, W]
+    complex64 and segmentation [1, 1, H, W] int64 where the file has them."""
+    raw = read_kspace_slice(case_file(folder, ref.case), ref.index)
+    out = {"kspace": torch.from_numpy(raw["kspace"]), "maps": torch.from_numpy(raw["sensitivity_map"]),
+           "mask": torch.from_numpy(raw["mask"].astype(np.float32))}
+    if "target" in raw:
+        out["target"] = torch.from_numpy(raw["target"])
+    if "segmentation" in raw:
+        out["segmentation"] = torch.from_numpy(raw["segmentation"].astype(np.int64))[None]
+    return {k: v[None].to(device) for k, v in out.items()}
