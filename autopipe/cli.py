@@ -404,8 +404,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     ws = workspace(args)
     root = resolve_dataset(args.dataset, ws.raw)
     configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
-    for summary in evaluate_crossvalidation(root, ws, configurations, progress=not args.quiet):
-        print(summary["text"])
+    from autopipe.evaluate.approach_comparison import compare_crossvalidation
+
+    try:
+        for summary in evaluate_crossvalidation(root, ws, configurations, progress=not args.quiet):
+            print(summary["text"])
+        segmentation_error = None
+    except AutopipeError as exc:  # a cohort may have trained only the reconstruction models so far
+        segmentation_error = exc
+    comparison = compare_crossvalidation(root, ws, progress=not args.quiet) if configurations is None else None
+    if comparison is not None:
+        print(f"\nreconstruction + segmentation approaches\n{comparison['text']}\nwrote {comparison['path']}")
+    elif segmentation_error is not None:
+        raise segmentation_error
     return EXIT_OK
 
 

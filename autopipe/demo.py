@@ -1,13 +1,16 @@
 """`autopipe demo`: the whole pipeline on built-in data, in its own folder so real work is never touched.
 
 Synthesize a small 2 mm cohort, check it, plan it for a short training budget, preprocess it, train
-fold 0 (3D and 2D U-Net), validate and evaluate the held-out cases, segment two new cases with
-`predict`, and say where everything went. Re-running reuses what an earlier run finished.
+fold 0 (3D and 2D U-Net), validate and evaluate the held-out cases, train the reconstruction models
+(CIRIM, MTLRS and the other approaches) briefly and print their comparison, segment two new cases and
+reconstruct one k-space file with `predict`, and say where everything went. Re-running reuses what an
+earlier run finished.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ log = logging.getLogger("autopipe")
 DEMO_DATASET = "Dataset001_SynthPVL"
 DEMO_TEST_CASES = 2
 DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-Nets to fit it
+DEMO_RECON_EPOCHS = 3  # per reconstruction model: about a minute each on 2 CPU cores
 
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
@@ -26,11 +30,15 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     from autopipe.cohort.check import check_cohort
     from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
     from autopipe.plan.planner import plan_dataset
+    from autopipe.plan.plans_file import load_plans
+    from autopipe.plan.splits import load_splits
+    from autopipe.predict.kspace_cases import predict_kspace_folder
     from autopipe.predict.new_cases import predict_folder
     from autopipe.preprocess.runner import preprocess_dataset
     from autopipe.synth.cohort import SynthOptions
     from autopipe.synth.output import synthesize_atomically
     from autopipe.train.device import choose_device
+    from autopipe.train.slice_models import models_for
 
     workdir = workdir.expanduser().resolve()
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans",
@@ -68,7 +76,8 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
                             where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
 
     _step(5, "train fold 0: 3D and 2D U-Net, then validate and evaluate its held-out cases in their native space")
-    train_fold_zero(cohort, ws)
+    plans = load_plans(ws.plans_dir(DEMO_DATASET) / "plans.json")
+    train_fold_zero(cohort, ws, list(plans.configurations))
 
     _step(6, "cross-validation summary (fold 0 only) and the postprocessing decision")
     summaries = evaluate_crossvalidation(cohort, ws)
@@ -76,11 +85,24 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
         log.info("%s", summary["text"])
     log.info("\n%s", compare_configurations(summaries))
 
-    _step(7, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space")
+    _step(7, f"accelerated MRI: reconstruct {plans.reconstruction.acceleration:.1f}x undersampled k-space and segment "
+             f"it, the four ways the MTLRS paper compares ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
+    models = models_for(plans.multitask.approaches)
+    train_fold_zero(cohort, ws, ["cs", *models], epochs=DEMO_RECON_EPOCHS)
+
+    _step(8, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space, and one k-space file")
     predictions = workdir / "predictions"
-    result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=choose_device("cpu"), mirror=False,
+    device = choose_device("cpu")
+    result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=device, mirror=False,
                             workers=workers)
     log.info("   %d case(s) segmented with %s -> %s", len(result["written"]), result["configuration"], predictions)
+    new_kspace = workdir / "new_kspace"
+    held_out = load_splits(ws.plans_dir(DEMO_DATASET) / "splits_final.json")[0]["val"][0]  # not trained on
+    new_kspace.mkdir(exist_ok=True)
+    shutil.copy2(cohort / "kspace" / f"{held_out}.h5", new_kspace / f"{held_out}.h5")
+    result = predict_kspace_folder(new_kspace, predictions, plans, ws, device=device)
+    log.info("   %s.h5 reconstructed and segmented with %s -> %s", held_out, result["approach"],
+             ", ".join(p.name for p in result["written"]))
 
     log.info("\nDone in %.0f s. Where everything went:", time.monotonic() - started)
     log.info("   cohort        %s", cohort)
@@ -89,19 +111,22 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     log.info("   preprocessed  %s", pre["folder"])
     log.info("   QC pictures   %s (montage.png: every case at a glance)", pre["folder"] / "qc")
     log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
+    log.info("   comparison    %s (reconstruction + segmentation approaches, per subject)",
+             ws.results / DEMO_DATASET / "reconstruction" / "comparison")
     log.info("   predictions   %s", predictions)
     log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
              "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
     return 0
 
 
-def train_fold_zero(cohort: Path, ws: Workspace) -> None:
-    """`autopipe train 0` for every planned configuration, without mirroring in validation (8x faster on a CPU)."""
+def train_fold_zero(cohort: Path, ws: Workspace, models: list[str], epochs: int | None = None) -> None:
+    """`autopipe train 0 -c MODELS`, without mirroring in validation (8x faster on a CPU)."""
     from autopipe.cli import main
 
     folders = ["--raw-dir", str(ws.raw), "--plans-dir", str(ws.plans), "--preprocessed-dir", str(ws.preprocessed),
                "--results-dir", str(ws.results)]
-    code = main(["train", "0", cohort.name, *folders, "--no-mirror", "--continue"])
+    code = main(["train", "0", cohort.name, *folders, "--no-mirror", "--continue", "-c", ",".join(models),
+                 *(["--epochs", str(epochs)] if epochs else [])])
     if code != 0:
         raise AutopipeError("training fold 0 failed (reasons above)", fix="this is a bug in autopipe; please report it")
 

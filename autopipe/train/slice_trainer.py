@@ -131,14 +131,14 @@ def train_slice_model(job: SliceJob, device: torch.device, ranks: Ranks | None =
                      job.fold, epoch + 1, settings.epochs, train_loss, val_loss,
                      "" if math.isnan(dice) else f", lesion pseudo Dice {dice:.3f}", " (best)" if improved else "",
                      lr, seconds)
-            state = _state(job, network, optimizer, history, best, epoch + 1)
+            state = _state(job, network, optimizer, history, best, epoch + 1, steps_per_epoch)
             if improved:
                 save_checkpoint(checkpoint_path(job.out_dir, "best"), state)
             save_checkpoint(checkpoint_path(job.out_dir, "latest"), state)
             _write_curves(job, history)
         barrier()
     if ranks.is_main:
-        final = _state(job, network, optimizer, history, best, settings.epochs)
+        final = _state(job, network, optimizer, history, best, settings.epochs, steps_per_epoch)
         save_checkpoint(checkpoint_path(job.out_dir, "final"), final)
         if not checkpoint_path(job.out_dir, "best").is_file():
             save_checkpoint(checkpoint_path(job.out_dir, "best"), final)
@@ -210,9 +210,10 @@ def _evenly_spaced(refs: list[SliceRef], count: int) -> list[SliceRef]:
 
 
 def _state(job: SliceJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer, history: list[dict],
-           best: float, epoch: int) -> dict:
+           best: float, epoch: int, steps_per_epoch: int) -> dict:
     return {
-        "kind": KIND, "model": job.name, "fold": job.fold, "epoch": epoch, "network_kwargs": job.model_kwargs,
+        "kind": KIND, "model": job.name, "fold": job.fold, "epoch": epoch, "steps": epoch * steps_per_epoch,
+        "network_kwargs": job.model_kwargs,
         "plan_digest": job.plan_digest, "settings": asdict(job.settings), "seed": job.settings.seed,
         "network": network.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
         "best_val_loss": best,
