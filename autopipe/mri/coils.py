@@ -168,3 +168,18 @@ def _hann_about_dc(n: int, size: int) -> np.ndarray:
     `size` calibration samples, which are all that is used of it."""
     k = np.arange(n) - n // 2
     return 0.5 * (1 + np.cos(2 * np.pi * k / (size + 1)))
+
+
+def map_residual(kspace: np.ndarray, maps: np.ndarray, calibration_size: int) -> float:
+    """How much of the calibration data coil maps fail to explain: ||I - S S^H I|| / ||I||, in [0, 1].
+
+    I are the low-resolution coil images of the (Hann-tapered) calibration square. Maps that span the
+    coil images leave little (a few percent: noise and the maps' own smoothing); maps that went wrong,
+    e.g. an ESPIRiT eigenvector picked from a near-flat spectrum with few coils, leave much more.
+    """
+    H, W = kspace.shape[-2:]
+    window = np.outer(_hann_about_dc(H, calibration_size), _hann_about_dc(W, calibration_size))
+    window *= calibration_region((H, W), calibration_size)
+    images = ifft2c(np.asarray(kspace) * window)
+    projected = maps * (maps.conj() * images).sum(axis=-3, keepdims=True)
+    return float(np.linalg.norm(images - projected) / max(np.linalg.norm(images), 1e-30))

@@ -17,6 +17,7 @@ and multiplies its predictions by `scale` to return to the raw file's units.
 
 from __future__ import annotations
 
+import logging
 import operator
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import numpy as np
 
 from autopipe.cohort.kspace_file import read_kspace
 from autopipe.files import atomic_path
-from autopipe.mri.coils import estimate_maps_calibration
+from autopipe.mri.coils import estimate_maps_calibration, map_residual
 from autopipe.mri.espirit import espirit_maps
 from autopipe.mri.fft import ifft2c
 from autopipe.mri.masks import calibration_region
@@ -37,8 +38,13 @@ SCALE_PERCENTILE = 99.0
 COMPRESSION = {"compression": "gzip", "compression_opts": 2, "shuffle": True}
 """Light gzip: noisy complex data compress little, and a trainer decompresses every slice every epoch."""
 SLICE_DATASETS = ("kspace", "sensitivity_map", "target", "segmentation")
+MAP_RESIDUAL_LIMIT = 0.3
+"""Share of the calibration data that ESPIRiT maps may leave unexplained before the calibration-image maps
+are used instead (good maps leave a few percent; see autopipe.mri.coils.map_residual)."""
 """Datasets with one entry per slice; `mask` is shared by all slices."""
 
+
+log = logging.getLogger(__name__)
 
 COIL_METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "espirit": espirit_maps,
@@ -80,6 +86,13 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
 
     maps_start = time.perf_counter()
     maps = np.asarray(COIL_METHODS[coil_method](acquired, calibration_size)).astype(np.complex64)
+    residual = map_residual(acquired, maps, calibration_size)
+    if coil_method == "espirit" and residual > MAP_RESIDUAL_LIMIT:
+        fallback = np.asarray(estimate_maps_calibration(acquired, calibration_size)).astype(np.complex64)
+        log.warning("warning: %s: ESPIRiT coil maps leave %.0f%% of the calibration data unexplained (limit %.0f%%); "
+                    "using calibration-image maps instead", source.name, 100 * residual, 100 * MAP_RESIDUAL_LIMIT)
+        maps, coil_method = fallback, "calibration"
+        residual = map_residual(acquired, maps, calibration_size)
     maps_seconds = time.perf_counter() - maps_start
     zero_filled = sense_combine(ifft2c(acquired), maps)
     scale = float(np.percentile(np.abs(zero_filled), SCALE_PERCENTILE))
@@ -99,7 +112,8 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
                 "target": None if target is None else np.asarray(target, np.complex64) / np.float32(scale),
                 "segmentation": segmentation}
     out_attrs = {
-        "scale": scale, "coil_method": coil_method, "calibration_size": calibration_size,
+        "scale": scale, "coil_method": coil_method, "coil_map_residual": residual,
+        "calibration_size": calibration_size,
         "calibration_fully_sampled": bool(mask[calibration_region((H, W), calibration_size)].all()),
         "source_fully_sampled": fully_sampled, "target_source": target_source, "source": source.name,
         **{key: attrs[key] for key in ("acceleration", "effective_acceleration", "mask_type", "slice_axis")
@@ -108,7 +122,8 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
     if "slice_indices" in attrs:
         out_attrs["slice_indices"] = np.asarray(attrs["slice_indices"], np.int64)
     _write(destination, mask, datasets, out_attrs)
-    return {"slices": S, "coils": C, "matrix": [H, W], "scale": scale,
+    return {"slices": S, "coils": C, "matrix": [H, W], "scale": scale, "coil_method": coil_method,
+            "coil_map_residual": round(residual, 4),
             "seconds": {"coil_maps": round(maps_seconds, 3), "total": round(time.perf_counter() - start, 3)},
             "has_target": target is not None, "has_segmentation": segmentation is not None,
             "calibration_fully_sampled": out_attrs["calibration_fully_sampled"]}

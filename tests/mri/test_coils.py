@@ -95,3 +95,16 @@ def test_calibration_threshold_blanks_the_background():
     estimate = estimate_maps_calibration(kspace[None], calibration_size=24, threshold=0.05)[0]
     assert np.all(estimate[:, ~_head(points, scale=1.5)] == 0)
     assert np.all(np.abs(estimate[:, _head(points, scale=0.8)]).sum(axis=0) > 0)
+
+
+def test_map_residual_is_small_for_the_true_maps_and_large_for_wrong_ones():
+    """The true maps explain the calibration images up to their smoothing; maps of another array do not."""
+    from autopipe.mri.coils import map_residual
+
+    points = pixel_points_mm(SHAPE, SPACING)
+    truth = normalize_maps(coil_maps(coil_geometry(8, FOV, 3), points))
+    kspace = forward(_phantom(points).astype(np.complex64), truth)
+    wrong = np.roll(truth, 1, axis=0)  # each coil gets its neighbour's map
+    assert map_residual(kspace, estimate_maps_calibration(kspace, 24), 24) < 1e-6  # spans them by construction
+    assert map_residual(kspace, truth, 24) < 0.15
+    assert map_residual(kspace, wrong, 24) > 0.5

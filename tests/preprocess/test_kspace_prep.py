@@ -183,3 +183,17 @@ def test_a_failure_midway_leaves_no_file(tiny, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         prepare_kspace_case(tiny[0], destination)
     assert list(destination.parent.iterdir()) == []
+
+
+def test_espirit_maps_that_explain_too_little_give_way_to_calibration_maps(tmp_path, monkeypatch, caplog):
+    """A broken ESPIRiT result (here: coils swapped) is caught by its residual and replaced, with a warning."""
+    _raw_file(tmp_path / "raw.h5")
+    good = prepare_kspace_case(tmp_path / "raw.h5", tmp_path / "good.h5")
+    assert good["coil_method"] == "espirit" and good["coil_map_residual"] < kspace_prep.MAP_RESIDUAL_LIMIT
+    swapped = kspace_prep.COIL_METHODS["espirit"]
+    monkeypatch.setitem(kspace_prep.COIL_METHODS, "espirit", lambda k, c: np.roll(swapped(k, c), 1, axis=-3))
+    summary = prepare_kspace_case(tmp_path / "raw.h5", tmp_path / "fallback.h5")
+    assert summary["coil_method"] == "calibration" and summary["coil_map_residual"] < 0.05
+    assert "ESPIRiT coil maps leave" in caplog.text
+    with h5py.File(tmp_path / "fallback.h5") as f:
+        assert f.attrs["coil_method"] == "calibration"
