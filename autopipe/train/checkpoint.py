@@ -3,11 +3,12 @@
 A checkpoint is a plain dict saved with torch.save and loaded with weights_only=True (tensors, numbers,
 strings, lists, dicts: nothing executable). Keys:
 
-    format_version, kind ("segmentation"), configuration, fold, epoch (epochs completed),
+    format_version, kind, fold, epoch (epochs completed),
     network_kwargs (rebuilds the network alone, so predictions never depend on a later plan edit),
-    patch_size, transpose_forward, plan_digest, settings, seed,
-    network, optimizer, scaler (state dicts; scaler None without mixed precision),
-    history (one record per epoch), best_ema_dice
+    plan_digest, settings, seed, network, optimizer (state dicts), history (one record per epoch)
+    kind "segmentation" (autopipe.train.trainer) adds configuration, patch_size, transpose_forward,
+        scaler (None without mixed precision), best_ema_dice
+    kind "slice_model" (autopipe.train.slice_trainer) adds model, steps, best_val_loss
 """
 
 from __future__ import annotations
