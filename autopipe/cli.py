@@ -388,6 +388,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", type=Path, help="evaluate this folder of CASE.nii.gz masks instead ...")
     p.add_argument("--references", type=Path, help="... against this folder of reference label maps")
     p.add_argument("--lesion-labels", default="1", help="reference labels counted as lesion (default %(default)s)")
+    p.add_argument("--folds", help="comma-separated folds for the reconstruction comparison (default: every "
+                                   "trained fold)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -412,7 +414,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         segmentation_error = None
     except AutopipeError as exc:  # a cohort may have trained only the reconstruction models so far
         segmentation_error = exc
-    comparison = compare_crossvalidation(root, ws, progress=not args.quiet) if configurations is None else None
+    folds = [f.strip() for f in args.folds.split(",")] if args.folds else None
+    comparison = compare_crossvalidation(root, ws, folds=folds, progress=not args.quiet) \
+        if configurations is None else None
     if comparison is not None:
         print(f"\nreconstruction + segmentation approaches\n{comparison['text']}\nwrote {comparison['path']}")
     elif segmentation_error is not None:

@@ -6,7 +6,8 @@ A 2 mm cohort with multicoil k-space (8 coils, 2D Poisson disc at 7.5x) is synth
 --workdir), planned with a budget of --minutes per model and fold (the planner sizes CIRIM and MTLRS to
 fit it), preprocessed, and `autopipe train FOLD -c cs,cirim,...` trains every model the approaches need.
 Prints the comparison table (SSIM, PSNR, NMSE, Dice, per-lesion Dice, seconds per slice, Spearman), the
-training throughput of every model and the CPU minutes used.
+training throughput of every model (slices per second over the median epoch, which includes validation)
+and the CPU minutes used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def main() -> None:
@@ -62,17 +65,19 @@ def main() -> None:
     print(f"networks: CIRIM {r['cascades']['value']} cascades x {r['time_steps']['value']} steps x "
           f"{r['hidden_channels']['value']} channels; segmentation U-Nets {m['segmentation_channels']['value']} "
           f"channels; lr {r['learning_rate']['value']:g}; budget {args.minutes:g} min per model and fold")
-    print(f"{'model':<28}{'epochs':>7}{'steps':>8}{'minutes':>9}{'slices/s':>10}")
+    print(f"{'model':<28}{'epochs':>7}{'steps':>8}{'minutes':>9}{'median s/epoch':>16}{'slices/s':>10}")
     total = 0.0
     for name in MODEL_NAMES:
         runs = [json.loads(p.read_text()) for p in (ws.results / dataset / "reconstruction" / name).glob(
             "fold_*/progress.json")]
         if not runs:
             continue
-        seconds = sum(e["seconds"] for h in runs for e in h)
+        epochs = [e["seconds"] for h in runs for e in h]
         steps = _train_steps(ws, dataset, name, args.folds)
-        total += seconds
-        print(f"{name:<28}{sum(len(h) for h in runs):>7}{steps:>8}{seconds / 60:>9.1f}{steps / seconds:>10.2f}")
+        total += sum(epochs)
+        median = float(np.median(epochs))  # robust to epochs slowed by other work on the machine
+        print(f"{name:<28}{len(epochs):>7}{steps:>8}{sum(epochs) / 60:>9.1f}{median:>16.1f}"
+              f"{steps / len(epochs) / median:>10.2f}")
     print(f"training + validation of all models: {total / 60:.1f} min; whole `autopipe train` incl. the CS weight "
           f"search and the comparison: {wall / 60:.1f} min")
     summary = compare_crossvalidation(ws.raw / dataset, ws, folds=args.folds.split(","))
