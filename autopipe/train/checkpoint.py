@@ -38,6 +38,15 @@ def save_checkpoint(path: Path, state: dict) -> Path:
     return path
 
 
+def save_final(folder: Path, state: dict) -> None:
+    """The end of a run: `state` as checkpoint_final (and as checkpoint_best when no epoch was best), and
+    checkpoint_latest removed, so a finished run is never mistaken for an interrupted one."""
+    save_checkpoint(checkpoint_path(folder, "final"), state)
+    if not checkpoint_path(folder, "best").is_file():
+        save_checkpoint(checkpoint_path(folder, "best"), state)
+    checkpoint_path(folder, "latest").unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """A checkpoint written by save_checkpoint; AutopipeError naming the file if it is missing or damaged."""
     fix = "train the fold again (`autopipe train FOLD --force`), or restore the file from a backup"

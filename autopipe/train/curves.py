@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from autopipe.files import atomic_path
+from autopipe.files import atomic_path, write_json
+
+
+def write_progress(history: list[dict], folder: Path, title: str) -> None:
+    """progress.json (nan as null) and progress.png of a training run, in `folder`."""
+    plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in history]
+    write_json(folder / "progress.json", plain)
+    plot_progress(history, folder / "progress.png", title)
 
 
 def plot_progress(history: list[dict], path: Path, title: str) -> Path:

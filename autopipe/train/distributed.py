@@ -65,6 +65,12 @@ def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def mean_across_ranks(values: list[torch.Tensor], device: torch.device) -> float:
+    """Mean of the scalar tensors `values` of every rank (each rank may hold a different number)."""
+    total = sum_across_ranks(torch.stack([torch.stack(values).sum(), torch.tensor(float(len(values)), device=device)]))
+    return float(total[0] / total[1])
+
+
 def share_work(costs: Sequence[float], world_size: int) -> list[list[int]]:
     """Indices of `costs` split into `world_size` lists of nearly equal total cost (largest first, greedy).
 

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from autopipe.files import write_json
 from autopipe.progress import Progress
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from autopipe.train.curves import plot_progress
-from autopipe.train.distributed import Ranks, barrier, sum_across_ranks
+from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
+from autopipe.train.curves import write_progress
+from autopipe.train.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
 from autopipe.train.kspace_slices import SliceRef, epoch_order, load_slice, slice_refs
 from autopipe.train.loss import confusion_counts, pseudo_dice
 from autopipe.train.mtlrs import MultitaskOutput
@@ -138,11 +137,7 @@ def train_slice_model(job: SliceJob, device: torch.device, ranks: Ranks | None =
             _write_curves(job, history)
         barrier()
     if ranks.is_main:
-        final = _state(job, network, optimizer, history, best, settings.epochs, steps_per_epoch)
-        save_checkpoint(checkpoint_path(job.out_dir, "final"), final)
-        if not checkpoint_path(job.out_dir, "best").is_file():
-            save_checkpoint(checkpoint_path(job.out_dir, "best"), final)
-        checkpoint_path(job.out_dir, "latest").unlink(missing_ok=True)
+        save_final(job.out_dir, _state(job, network, optimizer, history, best, settings.epochs, steps_per_epoch))
         _write_curves(job, history)
     barrier()
     return {"epochs": settings.epochs, "best_val_loss": best, "seconds": round(time.monotonic() - started, 1),
@@ -176,8 +171,7 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, job: 
             optimizer.step()
             losses.append(loss.detach())
             bar.advance()
-    total = sum_across_ranks(torch.stack([torch.stack(losses).sum(), torch.tensor(float(len(losses)), device=device)]))
-    return float(total[0] / total[1]), lr
+    return mean_across_ranks(losses, device), lr
 
 
 @torch.no_grad()
@@ -221,6 +215,4 @@ def _state(job: SliceJob, network: torch.nn.Module, optimizer: torch.optim.Optim
 
 
 def _write_curves(job: SliceJob, history: list[dict]) -> None:
-    plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in history]
-    write_json(job.out_dir / "progress.json", plain)
-    plot_progress(history, job.out_dir / "progress.png", f"{job.name}, fold {job.fold}")
+    write_progress(history, job.out_dir, f"{job.name}, fold {job.fold}")

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from autopipe.files import write_json
 from autopipe.plan.configs import INITIAL_LR, OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from autopipe.train.curves import plot_progress
-from autopipe.train.distributed import Ranks, barrier, sum_across_ranks
+from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
+from autopipe.train.curves import write_progress
+from autopipe.train.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
 from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
 from autopipe.train.network import build_network, output_strides
 from autopipe.train.schedule import poly_lr
@@ -162,11 +161,7 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
     if ranks.is_main:
         if start_epoch >= settings.epochs:
             log.info("%s fold %s: all %d epochs were already done", job.name, job.fold, settings.epochs)
-        final = _state(job, network, optimizer, scaler, history, best, settings.epochs)
-        save_checkpoint(checkpoint_path(job.out_dir, "final"), final)
-        if not checkpoint_path(job.out_dir, "best").is_file():  # no epoch gave a finite pseudo Dice
-            save_checkpoint(checkpoint_path(job.out_dir, "best"), final)
-        checkpoint_path(job.out_dir, "latest").unlink(missing_ok=True)
+        save_final(job.out_dir, _state(job, network, optimizer, scaler, history, best, settings.epochs))
         _write_curves(job, history)
     barrier()
     return {"epochs": settings.epochs, "best_ema_dice": best, "seconds": round(time.monotonic() - started, 1),
@@ -205,8 +200,7 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
                 optimizer.step()
             losses.append(loss.detach())
             bar.advance()
-    total = sum_across_ranks(torch.stack([torch.stack(losses).sum(), torch.tensor(float(len(losses)), device=device)]))
-    return float(total[0] / total[1]), waited
+    return mean_across_ranks(losses, device), waited
 
 
 @torch.no_grad()
@@ -260,9 +254,7 @@ def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Op
 
 
 def _write_curves(job: TrainingJob, history: list[dict]) -> None:
-    plain = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in history]
-    write_json(job.out_dir / "progress.json", plain)
-    plot_progress(history, job.out_dir / "progress.png", f"{job.name}, fold {job.fold}")
+    write_progress(history, job.out_dir, f"{job.name}, fold {job.fold}")
 
 
 def default_loader_workers(device_type: str, cores: int) -> int:
