@@ -166,8 +166,9 @@ def summarize(plans: Plans, fingerprint: dict, splits_how: str, out_dir: Path) -
         lines.append(f"  reconstruction: CIRIM {r.cascades} cascades x {r.time_steps} steps x {r.hidden_channels} "
                      f"channels, {r.acceleration:g}x {r.mask_type}, {r.epochs} epochs")
     if plans.multitask:
-        lines.append(f"  multitask: MTLRS {plans.multitask.cascades} cascades, {plans.multitask.epochs} epochs; compared "
-                     f"with {', '.join(a for a in plans.multitask.approaches if a != 'mtlrs')}")
+        m = plans.multitask
+        lines.append(f"  multitask: MTLRS {m.cascades} cascades, {m.epochs} epochs; compared with "
+                     f"{', '.join(a for a in m.approaches if a != 'mtlrs')}")
     if plans.hand_function:
         lines.append(f"  hand function: logistic regression, class weights {plans.hand_function.class_weight}")
     lines.append(f"  splits: {splits_how}")
