@@ -2,8 +2,8 @@
 
     python benchmarks/reconstruction_comparison.py [--cases 16] [--minutes 6] [--folds 0] [--workdir DIR]
 
-A 2 mm cohort with multicoil k-space (8 coils, 2D Poisson disc at 7.5x) is synthesized (or reused from
---workdir), planned with a budget of --minutes per model and fold (the planner sizes CIRIM and MTLRS to
+A 2 mm cohort with multicoil k-space (8 coils, 2D Poisson disc at 7.5x) is synthesized and planned (or
+both reused from --workdir: delete plans/ to plan again), with a budget of --minutes per model and fold (the planner sizes CIRIM and MTLRS to
 fit it), preprocessed, and `autopipe train FOLD -c cs,cirim,...` trains every model the approaches need.
 Prints the comparison table (SSIM, PSNR, NMSE, Dice, per-lesion Dice, seconds per slice, Spearman), the
 training throughput of every model (slices per second over the median epoch, which includes validation)
@@ -45,7 +45,8 @@ def main() -> None:
     if not (ws.raw / dataset / "dataset.json").is_file():
         _ok(autopipe(["synth", str(ws.raw / dataset), "--cases", str(args.cases), "--spacing", "2",
                       "--kspace-slices", str(args.slices), "-q"]))
-    _ok(autopipe(["plan", dataset, *folders, "--hours", str(args.minutes / 60)]))
+    if not (ws.plans / dataset / "plans.json").is_file():  # a rerun keeps the plan its models were trained with
+        _ok(autopipe(["plan", dataset, *folders, "--hours", str(args.minutes / 60)]))
     _ok(autopipe(["preprocess", dataset, *folders, "--no-qc"]))
     plans = json.loads((ws.plans / dataset / "plans.json").read_text())
     approaches = plans["multitask"]["approaches"]["value"]

@@ -276,6 +276,7 @@ class MultitaskPlan:
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
     approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "mtlrs")
+    warm_start: bool = True  # end_to_end, joint and mtlrs start from the fold's trained CIRIM
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:

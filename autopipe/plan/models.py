@@ -131,6 +131,9 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
         reconstruction_weight=(DEFAULT, "published: 0.1 x L1 over time steps, weights increasing over steps"),
         approaches=(DEFAULT, "the four ways the MTLRS paper compares, on the same folds; add 'joint' for MTLRS "
                              "without the coupling"),
+        warm_start=(DEFAULT, "end_to_end, joint and mtlrs start from the fold's trained CIRIM: from scratch, with "
+                             "0.1 of the loss on the image, their reconstruction reached SSIM 0.69 where CIRIM alone "
+                             "reached 0.93 (demo cohort, 5 min per model on 2 CPU cores)"),
     )  # type: ignore[return-value]
 
 

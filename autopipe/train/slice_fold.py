@@ -20,7 +20,7 @@ from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.train.distributed import Ranks, barrier
 from autopipe.train.fold import Fold, log_file
 from autopipe.train.kspace_slices import cases_with_kspace, kspace_dir
-from autopipe.train.slice_models import MODEL_NAMES, model_kwargs, models_for
+from autopipe.train.slice_models import MODEL_NAMES, WARM_STARTED, model_kwargs, models_for
 from autopipe.train.slice_trainer import SliceJob, SliceSettings, train_slice_model
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,13 @@ def planned_models(fold: Fold) -> list[str]:
     """The slice models the plan asks for: those of its approaches, or cirim alone without lesion labels."""
     if fold.plans.reconstruction is None:
         return []
-    if fold.plans.multitask is None:
+    multitask = fold.plans.multitask
+    if multitask is None:
         return ["cirim"]
-    return models_for(fold.plans.multitask.approaches)
+    models = models_for(multitask.approaches)
+    if multitask.warm_start and set(models) & set(WARM_STARTED):
+        models = [m for m in MODEL_NAMES if m in {*models, "cirim"}]  # they start from it
+    return models
 
 
 def kspace_cases(fold: Fold) -> tuple[list[str], list[str]]:
@@ -76,8 +80,13 @@ def slice_jobs(fold: Fold, workspace: Workspace, models: list[str] | None = None
             name=name, fold=fold.name, model_kwargs=model_kwargs(name, plans), kspace_dir=kspace_dir(fold.preprocessed),
             train_cases=tuple(train_cases), val_cases=tuple(val_cases),
             out_dir=slice_model_dir(workspace, fold.spec.name, name, fold.name), plan_digest=fold.digest,
-            settings=settings, reconstruction_checkpoint=cirim if name == "segmentation_on_cirim" else None))
+            settings=settings, reconstruction_checkpoint=cirim if depends_on_cirim(name, plans) else None))
     return jobs
+
+
+def depends_on_cirim(name: str, plans) -> bool:
+    """segmentation_on_cirim learns on the trained CIRIM's images; the multitask models start from its weights."""
+    return name == "segmentation_on_cirim" or (name in WARM_STARTED and plans.multitask.warm_start)
 
 
 def slice_training_state(job: SliceJob, resume: bool, force: bool) -> str:
@@ -87,7 +96,7 @@ def slice_training_state(job: SliceJob, resume: bool, force: bool) -> str:
         return "fresh"
     upstream = job.reconstruction_checkpoint
     if final.is_file() and upstream is not None and upstream.stat().st_mtime > final.stat().st_mtime:
-        log.info("%s fold %s learned on an older cirim; training it again on the new one", job.name, job.fold)
+        log.info("%s fold %s was built on an older cirim; training it again on the new one", job.name, job.fold)
         return "fresh"
     if final.is_file():
         return "done"
@@ -112,8 +121,8 @@ def train_slice_fold(jobs: list[SliceJob], device: torch.device, ranks: Ranks, *
     summaries = []
     for job in jobs:
         if job.reconstruction_checkpoint is not None and not job.reconstruction_checkpoint.is_file():
-            raise AutopipeError(f"{job.name} learns on the trained cirim's images, and cirim fold {job.fold} is not "
-                                "trained", where=str(job.reconstruction_checkpoint),
+            raise AutopipeError(f"{job.name} builds on the trained cirim, and cirim fold {job.fold} is not trained",
+                                where=str(job.reconstruction_checkpoint),
                                 fix="train it first: `autopipe train FOLD -c cirim`")
         state = slice_training_state(job, resume, force)
         if state == "done":

@@ -76,6 +76,22 @@ def build_model(name: str, kwargs: dict) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 
+def warm_start(name: str, network: nn.Module, cirim_state: dict[str, torch.Tensor]) -> None:
+    """Copy a trained CIRIM's weights into the reconstruction part of end_to_end, joint or mtlrs (same sizes:
+    cascade c of the multitask network gets CIRIM's block c)."""
+    if name == "end_to_end":
+        network.reconstruction.load_state_dict(cirim_state)
+    elif name in ("joint", "mtlrs"):
+        for c, block in enumerate(network.reconstructors):
+            prefix = f"blocks.{c}."
+            block.load_state_dict({k[len(prefix):]: v for k, v in cirim_state.items() if k.startswith(prefix)})
+    else:
+        raise ValueError(f"{name} has no reconstruction part to warm-start")
+
+
+WARM_STARTED = ("end_to_end", "joint", "mtlrs")
+
+
 def needs_segmentation(name: str) -> bool:
     return name != "cirim"
 

@@ -27,7 +27,7 @@ from autopipe.train.kspace_slices import SliceRef, epoch_order, load_slice, slic
 from autopipe.train.loss import confusion_counts, pseudo_dice
 from autopipe.train.mtlrs import MultitaskOutput
 from autopipe.train.schedule import inverse_sqrt_lr
-from autopipe.train.slice_models import build_model, needs_segmentation, slice_loss
+from autopipe.train.slice_models import build_model, needs_segmentation, slice_loss, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class SliceJob:
     out_dir: Path
     plan_digest: str
     settings: SliceSettings
-    reconstruction_checkpoint: Path | None = None  # segmentation_on_cirim: the trained cirim it segments
+    # the trained cirim this model depends on: segmentation_on_cirim segments its images; end_to_end, joint and
+    # mtlrs start from its weights (a warm start, when the plan asks for one)
+    reconstruction_checkpoint: Path | None = None
 
 
 def frozen_reconstruction(path: Path, device: torch.device) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
@@ -109,8 +111,12 @@ def train_slice_model(job: SliceJob, device: torch.device, ranks: Ranks | None =
     train_refs = slice_refs(job.kspace_dir, list(job.train_cases), segment)
     val_refs = slice_refs(job.kspace_dir, list(job.val_cases or job.train_cases), segment)
     val_refs = _evenly_spaced(val_refs, max(ranks.world_size, min(len(val_refs), settings.validation_slices)))
-    reconstruct = frozen_reconstruction(job.reconstruction_checkpoint, device) \
-        if job.reconstruction_checkpoint is not None else None
+    reconstruct = None
+    if job.reconstruction_checkpoint is not None and job.name == "segmentation_on_cirim":
+        reconstruct = frozen_reconstruction(job.reconstruction_checkpoint, device)
+    elif job.reconstruction_checkpoint is not None and not resume:
+        warm_start(job.name, network, load_checkpoint(job.reconstruction_checkpoint, map_location=device)["network"])
+        log.info("%s starts from the trained cirim (%s)", job.name, job.reconstruction_checkpoint)
     steps_per_epoch = len(epoch_order(len(train_refs), 0, settings.seed, ranks.rank, ranks.world_size))
     warmup = max(1, round(settings.warmup_fraction * settings.epochs * steps_per_epoch))
     started = time.monotonic()
