@@ -4,7 +4,8 @@ MTLRS: each cascade is a RIM block followed by an Attention U-Net on the magnitu
 image. Coupled (MTLRS proper): after every cascade but the last, |x| * p_lesion, with p_lesion the softmax
 lesion probability, is tiled over the hidden channels and added to both recurrent hidden states carried into
 the next cascade, so the segmentation steers the reconstruction; gradients flow through this coupling.
-Uncoupled: the same network without the addition (the "joint" baseline).
+Uncoupled: the same network without the addition (the "joint" baseline). The addition is scaled by a learned
+gate per hidden channel, 1 at the start (published) or 0 (when the reconstruction starts from a trained CIRIM).
 """
 
 from __future__ import annotations
@@ -47,11 +48,16 @@ class MTLRS(nn.Module):
     """`cascades` x (RIMBlock -> AttentionUNet2d), each with its own parameters; forward -> MultitaskOutput."""
 
     def __init__(self, cascades: int, time_steps: int, hidden_channels: int, segmentation_channels: int,
-                 poolings: int = 2, coupled: bool = True, cell: str = "IndRNN") -> None:
+                 poolings: int = 2, coupled: bool = True, cell: str = "IndRNN", coupling_init: float = 1.0) -> None:
         super().__init__()
         if cascades < 1:
             raise ValueError(f"cascades must be >= 1, got {cascades}")
         self.coupled = coupled
+        # learned per-channel strength of the coupling into each hidden state after each cascade but the last:
+        # 1 adds |x| * p_lesion as published; 0 starts as the uncoupled network (for a warm start from CIRIM,
+        # whose recurrent dynamics an unscaled addition would disturb) and learns how much to couple
+        self.coupling_gates = nn.Parameter(torch.full((max(cascades - 1, 0), 2, hidden_channels, 1, 1),
+                                                      float(coupling_init)), requires_grad=coupled)
         self.reconstructors = nn.ModuleList(RIMBlock(hidden_channels, time_steps, cell) for _ in range(cascades))
         self.segmenters = nn.ModuleList(AttentionUNet2d(1, 2, segmentation_channels, poolings)
                                         for _ in range(cascades))
@@ -71,7 +77,7 @@ class MTLRS(nn.Module):
             if self.coupled and c < last:
                 # softmax lesion probability (not a min-max normalization); broadcast over the hidden channels
                 coupling = magnitude * logits.softmax(1)[:, 1:2]
-                hidden = [h + coupling for h in hidden]
+                hidden = [h + gate * coupling for h, gate in zip(hidden, self.coupling_gates[c], strict=True)]
         return MultitaskOutput(estimates, segmentations)
 
 

@@ -59,7 +59,7 @@ def model_kwargs(name: str, plans: Plans) -> dict:
     if name == "end_to_end":
         return {"reconstruction": recon, "segmentation": seg}
     return {**recon, "segmentation_channels": m.segmentation_channels, "poolings": m.segmentation_poolings,
-            "coupled": name == "mtlrs"}
+            "coupled": name == "mtlrs", "coupling_init": 0.0 if m.warm_start else 1.0}
 
 
 def build_model(name: str, kwargs: dict) -> nn.Module:

@@ -35,3 +35,22 @@ def test_warm_start_copies_every_cascade_of_the_trained_cirim(name):
 def test_warm_start_refuses_a_model_without_a_reconstruction_part():
     with pytest.raises(ValueError, match="no reconstruction part"):
         warm_start("segmentation_fully_sampled", build_model("segmentation_fully_sampled", SEG), {})
+
+
+def test_a_zero_coupling_gate_starts_as_the_uncoupled_network_and_learns():
+    """coupling_init 0 (warm start): the same outputs as `joint` until the gates move; they get gradient."""
+    from autopipe.train.recon_loss import reconstruction_loss
+    from tests.train.test_rim import make_sample
+
+    torch.manual_seed(1)
+    kwargs = {**RECON, "segmentation_channels": 4, "poolings": 2}
+    coupled = build_model("mtlrs", {**kwargs, "coupled": True, "coupling_init": 0.0})
+    uncoupled = build_model("joint", {**kwargs, "coupled": False, "coupling_init": 0.0})
+    uncoupled.load_state_dict(coupled.state_dict())
+    sample = make_sample(1, 2, 16, 16, 0)
+    inputs = (sample["kspace"], sample["maps"], sample["mask"])
+    out, ref = coupled(*inputs), uncoupled(*inputs)
+    assert torch.equal(out.image, ref.image)
+    reconstruction_loss(out.estimates, sample["image"]).backward()
+    assert coupled.coupling_gates.grad.abs().sum() > 0
+    assert not uncoupled.coupling_gates.requires_grad
