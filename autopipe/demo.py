@@ -22,7 +22,7 @@ log = logging.getLogger("autopipe")
 DEMO_DATASET = "Dataset001_SynthPVL"
 DEMO_TEST_CASES = 2
 DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-Nets to fit it
-DEMO_RECON_EPOCHS = 3  # per reconstruction model: about a minute each on 2 CPU cores
+DEMO_RECON_EPOCHS = 6  # per reconstruction model: 0.5-1.5 min each on 2 CPU cores
 
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
