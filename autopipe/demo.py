@@ -22,7 +22,7 @@ log = logging.getLogger("autopipe")
 DEMO_DATASET = "Dataset001_SynthPVL"
 DEMO_TEST_CASES = 2
 DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-Nets to fit it
-DEMO_RECON_EPOCHS = 6  # per reconstruction model: 0.5-1.5 min each on 2 CPU cores
+DEMO_RECON_EPOCHS = 8  # per reconstruction model, 0.5-2 min each on 2 CPU cores: MTLRS segments after ~600 steps
 
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
