@@ -1,10 +1,11 @@
 """The MTLRS paper's comparison on the synthetic cohort: zero-filled, CG-SENSE, CS, and the four approaches.
 
-    python benchmarks/reconstruction_comparison.py [--cases 16] [--minutes 6] [--folds 0] [--workdir DIR]
+    python benchmarks/reconstruction_comparison.py [--cases 16] [--minutes 5] [--folds 0] [--workdir DIR]
 
-A 2 mm cohort with multicoil k-space (8 coils, 2D Poisson disc at 7.5x) is synthesized and planned (or
-both reused from --workdir: delete plans/ to plan again), with a budget of --minutes per model and fold (the planner sizes CIRIM and MTLRS to
-fit it), preprocessed, and `autopipe train FOLD -c cs,cirim,...` trains every model the approaches need.
+A 2 mm cohort with multicoil k-space (8 coils, 2D Poisson disc at 7.5x) is synthesized and planned with a
+budget of --minutes per model and fold (the planner sizes CIRIM and MTLRS to fit it), or both are reused
+from --workdir (delete plans/ to plan again); it is preprocessed, and `autopipe train FOLD -c cs,cirim,...`
+trains every model the approaches need.
 Prints the comparison table (SSIM, PSNR, NMSE, Dice, per-lesion Dice, seconds per slice, Spearman), the
 training throughput of every model (slices per second over the median epoch, which includes validation)
 and the CPU minutes used.
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--slices", type=int, default=12, help="k-space slices per case")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model and fold")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model and fold")
     parser.add_argument("--epochs", type=int, default=None, help="override the planned epochs of every model")
     parser.add_argument("--folds", default="0", help="comma-separated folds, e.g. 0,1,2,3,4")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the cohort here to rerun faster")
