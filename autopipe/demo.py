@@ -27,17 +27,8 @@ DEMO_RECON_EPOCHS = 8  # per reconstruction model, 0.5-2 min each on 2 CPU cores
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
-    from autopipe.cohort.check import check_cohort
     from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
-    from autopipe.plan.planner import plan_dataset
     from autopipe.plan.plans_file import load_plans
-    from autopipe.plan.splits import load_splits
-    from autopipe.predict.kspace_cases import predict_kspace_folder
-    from autopipe.predict.new_cases import predict_folder
-    from autopipe.preprocess.runner import preprocess_dataset
-    from autopipe.synth.cohort import SynthOptions
-    from autopipe.synth.output import synthesize_atomically
-    from autopipe.train.device import choose_device
     from autopipe.train.slice_models import models_for
 
     workdir = workdir.expanduser().resolve()
@@ -45,6 +36,48 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
                    preprocessed=workdir / "preprocessed", results=workdir / "results")
     cohort = ws.raw / DEMO_DATASET
     started = time.monotonic()
+    preprocessed = prepare_cohort(cohort, ws, cases, workers, seed, hours)  # steps 1-4
+
+    _step(5, "train fold 0: 3D and 2D U-Net, then validate and evaluate its held-out cases in their native space")
+    plans = load_plans(ws.plans_dir(DEMO_DATASET) / "plans.json")
+    train_fold_zero(cohort, ws, list(plans.configurations))
+
+    _step(6, "cross-validation summary (fold 0 only) and the postprocessing decision")
+    summaries = evaluate_crossvalidation(cohort, ws)
+    for summary in summaries:
+        log.info("%s", summary["text"])
+    log.info("\n%s", compare_configurations(summaries))
+
+    _step(7, f"accelerated MRI: reconstruct {plans.reconstruction.acceleration:.1f}x undersampled k-space and segment "
+             f"it, the four ways the MTLRS paper compares ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
+    train_fold_zero(cohort, ws, ["cs", *models_for(plans.multitask.approaches)], epochs=DEMO_RECON_EPOCHS)
+
+    _step(8, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space, and one k-space file")
+    predictions = workdir / "predictions"
+    predict_new_cases(cohort, ws, plans, predictions, workers)
+
+    log.info("\nDone in %.0f s. Where everything went:", time.monotonic() - started)
+    log.info("   cohort        %s", cohort)
+    log.info("   ground truth  %s", cohort / "groundtruth")
+    log.info("   plans         %s", ws.plans_dir(DEMO_DATASET))
+    log.info("   preprocessed  %s", preprocessed)
+    log.info("   QC pictures   %s (montage.png: every case at a glance)", preprocessed / "qc")
+    log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
+    log.info("   comparison    %s (reconstruction + segmentation approaches, per subject)",
+             ws.results / DEMO_DATASET / "reconstruction" / "comparison")
+    log.info("   predictions   %s", predictions)
+    log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
+             "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
+    return 0
+
+
+def prepare_cohort(cohort: Path, ws: Workspace, cases: int, workers: int, seed: int, hours: float) -> Path:
+    """Steps 1-4: synthesize (or reuse), check, plan and preprocess the demo cohort; the preprocessed folder."""
+    from autopipe.cohort.check import check_cohort
+    from autopipe.plan.planner import plan_dataset
+    from autopipe.preprocess.runner import preprocess_dataset
+    from autopipe.synth.cohort import SynthOptions
+    from autopipe.synth.output import synthesize_atomically
 
     _step(1, f"synthesize {cases} cases at 2 mm into {cohort}")
     if (cohort / "groundtruth" / "generator.json").is_file():
@@ -74,49 +107,27 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     if pre["failed"]:
         raise AutopipeError(f"{len(pre['failed'])} demo case(s) failed to preprocess (reasons above)",
                             where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
+    return pre["folder"]
 
-    _step(5, "train fold 0: 3D and 2D U-Net, then validate and evaluate its held-out cases in their native space")
-    plans = load_plans(ws.plans_dir(DEMO_DATASET) / "plans.json")
-    train_fold_zero(cohort, ws, list(plans.configurations))
 
-    _step(6, "cross-validation summary (fold 0 only) and the postprocessing decision")
-    summaries = evaluate_crossvalidation(cohort, ws)
-    for summary in summaries:
-        log.info("%s", summary["text"])
-    log.info("\n%s", compare_configurations(summaries))
+def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, workers: int) -> None:
+    """Step 8: `predict` on the test images, and on the k-space file of a case fold 0 never trained on."""
+    from autopipe.plan.splits import load_splits
+    from autopipe.predict.kspace_cases import predict_kspace_folder
+    from autopipe.predict.new_cases import predict_folder
+    from autopipe.train.device import choose_device
 
-    _step(7, f"accelerated MRI: reconstruct {plans.reconstruction.acceleration:.1f}x undersampled k-space and segment "
-             f"it, the four ways the MTLRS paper compares ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
-    models = models_for(plans.multitask.approaches)
-    train_fold_zero(cohort, ws, ["cs", *models], epochs=DEMO_RECON_EPOCHS)
-
-    _step(8, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space, and one k-space file")
-    predictions = workdir / "predictions"
     device = choose_device("cpu")
     result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=device, mirror=False,
                             workers=workers)
     log.info("   %d case(s) segmented with %s -> %s", len(result["written"]), result["configuration"], predictions)
-    new_kspace = workdir / "new_kspace"
-    held_out = load_splits(ws.plans_dir(DEMO_DATASET) / "splits_final.json")[0]["val"][0]  # not trained on
+    held_out = load_splits(ws.plans_dir(DEMO_DATASET) / "splits_final.json")[0]["val"][0]
+    new_kspace = predictions.parent / "new_kspace"
     new_kspace.mkdir(exist_ok=True)
     shutil.copy2(cohort / "kspace" / f"{held_out}.h5", new_kspace / f"{held_out}.h5")
     result = predict_kspace_folder(new_kspace, predictions, plans, ws, device=device)
     log.info("   %s.h5 reconstructed and segmented with %s -> %s", held_out, result["approach"],
              ", ".join(p.name for p in result["written"]))
-
-    log.info("\nDone in %.0f s. Where everything went:", time.monotonic() - started)
-    log.info("   cohort        %s", cohort)
-    log.info("   ground truth  %s", cohort / "groundtruth")
-    log.info("   plans         %s", ws.plans_dir(DEMO_DATASET))
-    log.info("   preprocessed  %s", pre["folder"])
-    log.info("   QC pictures   %s (montage.png: every case at a glance)", pre["folder"] / "qc")
-    log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
-    log.info("   comparison    %s (reconstruction + segmentation approaches, per subject)",
-             ws.results / DEMO_DATASET / "reconstruction" / "comparison")
-    log.info("   predictions   %s", predictions)
-    log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
-             "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
-    return 0
 
 
 def train_fold_zero(cohort: Path, ws: Workspace, models: list[str], epochs: int | None = None) -> None:

@@ -16,10 +16,10 @@ from torch import nn
 
 from autopipe.mri.baselines import cg_sense, l1_wavelet, zero_filled
 from autopipe.preprocess.kspace_prep import kspace_slice_count
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
+from autopipe.train.checkpoint import checkpoint_path
 from autopipe.train.kspace_slices import SliceRef, load_slice
 from autopipe.train.mtlrs import MultitaskOutput
-from autopipe.train.slice_models import APPROACH_MODELS, build_model
+from autopipe.train.slice_models import APPROACH_MODELS, load_trained
 
 CLASSICAL = ("zero_filled", "cg_sense", "cs")
 CG_ITERATIONS = 10
@@ -33,18 +33,10 @@ class CaseResult:
     probability: np.ndarray | None
 
 
-def load_slice_model(path: Path, device: torch.device) -> nn.Module:
-    """A trained slice model in eval mode, rebuilt from its checkpoint alone."""
-    state = load_checkpoint(path, map_location=device)
-    network = build_model(state["model"], state["network_kwargs"]).to(device).eval()
-    network.load_state_dict(state["network"])
-    return network
-
-
 def load_fold_models(model_dirs: dict[str, Path], device: torch.device, checkpoint: str = "final"
                      ) -> dict[str, nn.Module]:
     """model name -> trained network, from each model's fold folder."""
-    return {name: load_slice_model(checkpoint_path(folder, checkpoint), device) for name, folder in model_dirs.items()}
+    return {name: load_trained(checkpoint_path(folder, checkpoint), device) for name, folder in model_dirs.items()}
 
 
 def available_approaches(approaches: list[str] | tuple[str, ...], models: dict[str, nn.Module]) -> list[str]:

@@ -16,12 +16,14 @@ plans.multitask, so the approaches differ only in how they are trained.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from autopipe.plan.configs import Plans
 from autopipe.train.attention_unet import AttentionUNet2d
+from autopipe.train.checkpoint import load_checkpoint
 from autopipe.train.cirim import CIRIM
 from autopipe.train.mtlrs import MTLRS, MultitaskOutput, ReconstructThenSegment
 from autopipe.train.recon_loss import multitask_loss, reconstruction_loss, segmentation_loss
@@ -90,6 +92,14 @@ def warm_start(name: str, network: nn.Module, cirim_state: dict[str, torch.Tenso
 
 
 WARM_STARTED = ("end_to_end", "joint", "mtlrs")
+
+
+def load_trained(path: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """A trained slice model in eval mode, rebuilt from its checkpoint alone (not from the plan)."""
+    state = load_checkpoint(path, map_location=device)
+    network = build_model(state["model"], state["network_kwargs"]).to(device).eval()
+    network.load_state_dict(state["network"])
+    return network
 
 
 def needs_segmentation(name: str) -> bool:

@@ -27,7 +27,7 @@ from autopipe.train.kspace_slices import SliceRef, epoch_order, load_slice, slic
 from autopipe.train.loss import confusion_counts, pseudo_dice
 from autopipe.train.mtlrs import MultitaskOutput
 from autopipe.train.schedule import inverse_sqrt_lr
-from autopipe.train.slice_models import build_model, needs_segmentation, slice_loss, warm_start
+from autopipe.train.slice_models import build_model, load_trained, needs_segmentation, slice_loss, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class SliceJob:
 
 def frozen_reconstruction(path: Path, device: torch.device) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     """batch -> final complex image of the trained CIRIM in `path`, without gradients, cached per slice."""
-    state = load_checkpoint(path, map_location=device)
-    network = build_model(state["model"], state["network_kwargs"]).to(device).eval()
-    network.load_state_dict(state["network"])
+    network = load_trained(path, device)
     cache: dict[tuple, torch.Tensor] = {}
 
     def reconstruct(batch: dict[str, torch.Tensor]) -> torch.Tensor:
