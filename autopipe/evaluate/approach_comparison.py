@@ -176,7 +176,7 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
     from autopipe.train.fold import load_fold
 
     device = device or torch.device("cpu")
-    results = []
+    results, dataset = [], None
     for name in folds or [str(k) for k in range(5)]:
         try:
             fold = load_fold(root, workspace, name)
@@ -184,7 +184,8 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
             if folds:
                 raise
             continue
-        dirs = [slice_model_dir(workspace, fold.spec.name, m, name) for m in planned_models(fold)]
+        dataset = fold.spec.name
+        dirs = [slice_model_dir(workspace, dataset, m, name) for m in planned_models(fold)]
         finals = [d / "checkpoint_final.pt" for d in dirs]
         if not dirs or not all(f.is_file() for f in finals):
             if folds:
@@ -200,6 +201,5 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
     if not results:
         return None
     summary = summarize(results)
-    dataset = load_fold(root, workspace, results[0]["fold"]).spec.name
     path = write_json(comparison_dir(workspace, dataset) / "summary.json", summary)
     return {**summary, "text": format_comparison(summary), "path": path}
