@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from autopipe.cohort.image_io import bounding_box
-from autopipe.predict.postprocess import components
+from autopipe.preprocess.labels import components
 
 METRIC_DEFINITIONS: dict[str, str] = {
     "dice": "Dice = 2|P∩R| / (|P| + |R|) over voxels; 1 when both masks are empty",

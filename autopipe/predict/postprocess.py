@@ -1,8 +1,7 @@
 """Drop predicted lesions too small to be real, a step cross-validation decides on (autopipe.evaluate.postprocessing).
 
 Lesions are connected components that touch by a face, an edge or a corner (26-connectivity in 3D,
-8 in 2D). The labeling lives here, not in evaluate, because predict may not import evaluate;
-evaluate's metrics reuse `components` so both stages count lesions the same way.
+8 in 2D), labelled by autopipe.preprocess.labels.components, the one definition every stage counts with.
 """
 
 from __future__ import annotations
@@ -10,18 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-
-def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the connected components of a binary mask with full connectivity (26 in 3D, 8 in 2D).
-
-    Returns (labels, n): an int array of the mask's shape, 0 outside the mask and 1..n inside.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    labels, n = ndimage.label(mask, structure=structure)
-    return labels, int(n)
+from autopipe.preprocess.labels import components
 
 
 def remove_small_lesions(mask: np.ndarray, spacing: Sequence[float], min_volume_mm3: float) -> np.ndarray:

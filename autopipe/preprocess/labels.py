@@ -1,8 +1,9 @@
-"""Lesion masks: a cohort's label map reduced to lesion (1) / not lesion (0), and resampled without new islands."""
+"""Lesion masks: a label map reduced to lesion / not lesion, resampled without new islands, and split into lesions."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
 def binarize(labels: np.ndarray, lesion_labels: tuple[int, ...]) -> np.ndarray:
@@ -22,3 +23,14 @@ def threshold_interpolated(fraction: np.ndarray) -> np.ndarray:
     were 1, so no lesion appears where there was none (unlike cubic interpolation, which overshoots).
     """
     return (np.asarray(fraction) >= 0.5).astype(np.uint8)
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label the connected components of a binary mask with full connectivity (26 in 3D, 8 in 2D).
+
+    Returns (labels, n): an int array of the mask's shape, 0 outside the mask and 1..n inside.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels, int(n)
