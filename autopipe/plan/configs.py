@@ -297,6 +297,7 @@ class HandFunctionPlan:
     inner_folds: int
     grid_mm: float = 6.0
     model: Annotated[str, Choice(CLASSIFIERS)] = "logistic_regression"
+    configuration: Annotated[str, Choice(CONFIGURATION_DIMS)] = "3d_fullres"  # whose segmentations feed it
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:
@@ -307,14 +308,15 @@ class HandFunctionPlan:
 
 @dataclass(frozen=True)
 class JointPlan:
-    """The future joint segmentation + hand-function model: L = (1 - r) L_seg + r L_hand."""
+    """The PVL work's future joint model: a hand-function head on the U-Net's encoder, L = L_seg + r L_cls."""
 
-    hand_function_weight: float
+    hand_function_weight: float  # r
+    configuration: Annotated[str, Choice(CONFIGURATION_DIMS)] = "3d_fullres"
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:
-        check(0 < self.hand_function_weight < 1, "hand_function_weight",
-              f"must be between 0 and 1 (exclusive), got {self.hand_function_weight}")
+        check(self.hand_function_weight > 0, "hand_function_weight",
+              f"r must be > 0 (0 is the plain U-Net), got {self.hand_function_weight}")
 
 
 @dataclass(frozen=True)

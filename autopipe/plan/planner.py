@@ -95,7 +95,7 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
     segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
                                      budget, training_extent(spacings, shapes))
     channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
-    hand = plan_hand_function(fingerprint["clinical"])
+    hand = plan_hand_function(fingerprint["clinical"], list(segmentation.configurations))
     multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget)
     return Plans(
         dataset=fingerprint["dataset"],

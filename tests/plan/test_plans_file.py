@@ -97,7 +97,7 @@ def test_edit_with_a_default_can_be_left_out(path):
     (lambda d: d["configurations"].update(lowres=d["configurations"]["2d"]),
      "configurations.lowres: unknown value \"lowres\"; valid: 2d, 3d_fullres"),
     (lambda d: d["hardware"].pop("device"), "hardware.device: missing"),
-    (lambda d: d["joint"]["hand_function_weight"].update(value=1.5), "joint.hand_function_weight: must be between"),
+    (lambda d: d["joint"]["hand_function_weight"].update(value=0), "joint.hand_function_weight: r must be > 0"),
     (lambda d: d.update(transpose_forward={"value": [0, 0, 1], "reason": ""}), "transpose_forward: a permutation"),
 ])
 def test_invalid_edit_is_rejected_with_the_key_path(path, change, message):
