@@ -9,6 +9,7 @@ import torch
 
 from autopipe.errors import AutopipeError
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
+from autopipe.train.joint_network import JointUNet
 from autopipe.train.network import PlainConvUNet
 
 
@@ -27,10 +28,11 @@ class TrainedModel:
 
 
 def load_model(path: Path, device: torch.device) -> TrainedModel:
-    """The network in `path` (a checkpoint), in eval mode without deep supervision, on `device`."""
+    """The network in `path` (a checkpoint), in eval mode without deep supervision, on `device`; a joint model
+    (network_kwargs "hand_head": true) comes back as a JointUNet."""
     state = load_checkpoint(path, map_location=device)
     kwargs = {**state["network_kwargs"], "deep_supervision": False}
-    network = PlainConvUNet(**kwargs)
+    network = (JointUNet if kwargs.pop("hand_head", False) else PlainConvUNet)(**kwargs)
     network.load_state_dict(state["network"])
     network.to(device).eval()
     return TrainedModel(network, tuple(state["patch_size"]), tuple(state["transpose_forward"]),

@@ -93,6 +93,15 @@ def predict_volume_logits(network: Network, image: torch.Tensor, patch_size: Seq
     return logits.movedim(0, 1).contiguous()  # [X, K, Y, Z] -> [K, X, Y, Z]
 
 
+def padded_windows(images: torch.Tensor, patch_size: Sequence[int],
+                   step: float = 0.5) -> tuple[torch.Tensor, list[tuple[slice, ...]]]:
+    """Images [N, C, *spatial] zero-padded as sliding-window inference pads them, and its windows over them
+    (slices over the spatial axes): for other per-window predictions on the same grid of windows."""
+    patch_size = tuple(int(p) for p in patch_size)
+    padded, _ = _pad_to(images, patch_size)
+    return padded, _tiles(padded.shape[2:], patch_size, step)
+
+
 def _tiled_logits(network: Network, images: torch.Tensor, patch_size: Sequence[int], num_classes: int, step: float,
                   mirror_axes: Sequence[int], batch_size: int, device: torch.device | str,
                   progress: ProgressFn | None) -> torch.Tensor:

@@ -8,6 +8,8 @@ strings, lists, dicts: nothing executable). Keys:
     plan_digest, settings, seed, network, optimizer (state dicts), history (one record per epoch)
     kind "segmentation" (autopipe.train.trainer) adds configuration, patch_size, transpose_forward,
         scaler (None without mixed precision), best_ema_dice
+    kind "joint" (the same trainer with a hand-function head) adds to those hand_weight (r), and
+        network_kwargs["hand_head"] = True
     kind "slice_model" (autopipe.train.slice_trainer) adds model, steps, best_val_loss
 """
 

@@ -16,9 +16,9 @@ def write_progress(history: list[dict], folder: Path, title: str) -> None:
 
 
 def plot_progress(history: list[dict], path: Path, title: str) -> Path:
-    """Four panels over epochs: train/validation loss, pseudo Dice (and its moving average), learning rate,
-    seconds per epoch with the share spent waiting for data. `history` holds TrainingLog records; a curve
-    whose key the records lack (a reconstruction model has no Dice) is left out."""
+    """Four panels over epochs: train/validation loss (and a joint model's hand-function loss), pseudo Dice (and
+    its moving average), learning rate, seconds per epoch with the share spent waiting for data. `history` holds
+    TrainingLog records; a curve whose key the records lack (a reconstruction model has no Dice) is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,6 +34,8 @@ def plot_progress(history: list[dict], path: Path, title: str) -> Path:
     fig, axes = plt.subplots(4, 1, figsize=(8, 10), sharex=True)
     curve(axes[0], "train_loss", label="train")
     curve(axes[0], "val_loss", label="validation")
+    curve(axes[0], "train_hand_loss", "--", label="train, hand function")
+    curve(axes[0], "val_hand_loss", "--", label="validation, hand function")
     axes[0].set_ylabel("loss")
     curve(axes[1], "pseudo_dice", ".", alpha=0.5, label="pseudo Dice")
     curve(axes[1], "ema_pseudo_dice", label="moving average (picks best)")

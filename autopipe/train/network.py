@@ -122,11 +122,19 @@ class PlainConvUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)
+        return self._decode(self._encode(x))
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every encoder stage, the bottleneck last."""
         skips = []
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
-        x = skips.pop()  # the bottleneck has no skip
+        return skips
+
+    def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """forward's logits from the encoder outputs (the bottleneck, skips[-1], has no skip connection)."""
+        x = skips[-1]
         outputs = []
         for s in reversed(range(len(self.decoder))):
             x = self.decoder[s](torch.cat([self.upsamplers[s](x), skips[s]], dim=1))

@@ -5,6 +5,10 @@ Every part is injected or built from the plan: the network (autopipe.train.netwo
 Batch k is a pure function of (seed, rank, k) and every epoch ends in a checkpoint holding the network,
 optimizer and (on CUDA) gradient-scaler state, so a run resumed with `--continue` continues exactly
 where it stopped: on a CPU the weights equal those of an uninterrupted run.
+
+A job with hand_weight r > 0 trains the joint model (autopipe.train.joint_network): the same U-Net with a
+hand-function head on its bottleneck, minimising L_seg + r L_cls where every patch carries the hand-function
+label of its case (autopipe.train.joint_loss).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from autopipe.train.batches import PatchBatches, batch_loader
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
 from autopipe.train.curves import write_progress
 from autopipe.train.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
+from autopipe.train.joint_loss import joint_loss, pos_weight_for
+from autopipe.train.joint_network import build_joint_network
 from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
 from autopipe.train.network import build_network, output_strides
 from autopipe.train.schedule import poly_lr
@@ -63,7 +70,8 @@ def make_optimizer(name: str, parameters, settings: TrainingSettings) -> torch.o
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """What to train: one configuration of the plan on one fold's cases."""
+    """What to train: one configuration of the plan on one fold's cases; with hand_weight > 0 the joint model,
+    whose hand_labels (case, 0/1) cover every training case (and the labelled validation cases)."""
 
     name: str
     fold: str
@@ -77,6 +85,13 @@ class TrainingJob:
     out_dir: Path
     plan_digest: str
     settings: TrainingSettings
+    hand_labels: tuple[tuple[str, int], ...] = ()
+    hand_weight: float = 0.0
+
+    @property
+    def joint(self) -> bool:
+        """Whether this job trains the joint segmentation + hand-function model."""
+        return self.hand_weight > 0
 
 
 def network_kwargs(job: TrainingJob) -> dict:
@@ -85,7 +100,40 @@ def network_kwargs(job: TrainingJob) -> dict:
     return {"in_channels": job.in_channels, "num_classes": job.num_classes,
             "features_per_stage": list(c.features_per_stage), "kernel_sizes": [list(k) for k in c.kernel_sizes],
             "strides": [list(s) for s in c.strides], "n_conv_per_stage": c.n_conv_per_stage,
-            "deep_supervision": c.deep_supervision}
+            "deep_supervision": c.deep_supervision, **({"hand_head": True} if job.joint else {})}
+
+
+@dataclass(frozen=True)
+class HandTask:
+    """A joint job's hand-function term: each case's label, r, and the training cases' class balance."""
+
+    labels: dict[str, int]
+    weight: float
+    pos_weight: float
+
+    def loss(self, seg_loss: torch.Tensor, logits: torch.Tensor,
+             cases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(L_joint, L_cls, number of labelled samples) of a batch; samples of unlabelled (validation) cases are
+        left out of L_cls, which is 0 when none is labelled."""
+        known = [i for i, case in enumerate(cases) if case in self.labels]
+        if not known:
+            return seg_loss, torch.zeros((), device=logits.device), 0
+        labels = torch.tensor([float(self.labels[cases[i]]) for i in known], device=logits.device)
+        index = torch.tensor(known, device=logits.device)
+        total, cls = joint_loss(seg_loss, logits[index], labels, self.weight, self.pos_weight)
+        return total, cls, len(known)
+
+
+def hand_task(job: TrainingJob) -> HandTask | None:
+    """The hand-function term of a joint job (None for a plain one); ValueError when a training case has no
+    label or the training cases hold one class only."""
+    if not job.joint:
+        return None
+    labels = dict(job.hand_labels)
+    missing = [case for case in job.train_cases if case not in labels]
+    if missing:
+        raise ValueError(f"joint job {job.name}: no hand-function label for training case(s) {', '.join(missing)}")
+    return HandTask(labels, job.hand_weight, pos_weight_for([labels[case] for case in job.train_cases]))
 
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:
@@ -103,7 +151,9 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(settings.seed)
-    network = build_network(job.config, job.in_channels, job.num_classes).to(device)
+    hand = hand_task(job)
+    network = (build_joint_network if job.joint else build_network)(job.config, job.in_channels,
+                                                                     job.num_classes).to(device)
     optimizer = make_optimizer(settings.optimizer, network.parameters(), settings)
     amp = device.type == "cuda" and settings.mixed_precision
     scaler = torch.amp.GradScaler("cuda") if amp else None
@@ -137,21 +187,23 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
         for group in optimizer.param_groups:
             group["lr"] = lr
         tick = time.monotonic()
-        train_loss, wait = _train_epoch(model, optimizer, scaler, training, epoch, job, device, strides, weights,
-                                        progress and ranks.is_main)
-        val_loss, dice = _validate(model, validation, epoch, job, device, strides, weights)
+        train_loss, train_hand, wait = _train_epoch(model, optimizer, scaler, training, epoch, job, device, strides,
+                                                    weights, hand, progress and ranks.is_main)
+        val_loss, val_hand, dice = _validate(model, validation, epoch, job, device, strides, weights, hand)
         ema = _moving_average(history[-1]["ema_pseudo_dice"] if history else math.nan, dice, settings.ema_weight)
         seconds = time.monotonic() - tick
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
                         "ema_pseudo_dice": ema, "lr": lr, "seconds": round(seconds, 3),
-                        "data_wait": round(wait / seconds, 4)})
+                        "data_wait": round(wait / seconds, 4),
+                        **({"train_hand_loss": train_hand, "val_hand_loss": val_hand} if hand else {})})
         improved = not math.isnan(ema) and ema > best
         best = ema if improved else best
         if ranks.is_main:
             log.info("%s fold %s epoch %d/%d: train loss %.4f, validation loss %.4f, pseudo Dice %.3f (average "
-                     "%.3f%s), lr %.5f, %.1f s (%.0f%% waiting for data)", job.name, job.fold, epoch + 1,
+                     "%.3f%s), lr %.5f, %.1f s (%.0f%% waiting for data)%s", job.name, job.fold, epoch + 1,
                      settings.epochs, train_loss, val_loss, dice, ema, ", new best" if improved else "", lr, seconds,
-                     100 * wait / seconds)
+                     100 * wait / seconds,
+                     f"; hand-function loss {train_hand:.4f} train, {val_hand:.4f} validation" if hand else "")
             state = _state(job, network, optimizer, scaler, history, best, epoch + 1)
             if improved:
                 save_checkpoint(checkpoint_path(job.out_dir, "best"), state)
@@ -170,11 +222,13 @@ def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, re
 
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                  batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
-                 strides: list[tuple[int, ...]], weights: tuple[float, ...], show: bool) -> tuple[float, float]:
-    """One epoch of steps; returns the mean loss over ranks and the seconds spent waiting for batches."""
+                 strides: list[tuple[int, ...]], weights: tuple[float, ...], hand: HandTask | None,
+                 show: bool) -> tuple[float, float, float]:
+    """One epoch of steps; returns the mean loss and hand-function loss (nan without `hand`) over ranks, and the
+    seconds spent waiting for batches."""
     settings = job.settings
     model.train()
-    losses, waited = [], 0.0
+    losses, hand_losses, waited = [], [], 0.0
     count = settings.iterations_per_epoch
     loader = iter(batch_loader(batches, epoch * count, count, settings.loader_workers))
     with Progress(count, f"{job.name} fold {job.fold} epoch {epoch + 1}/{settings.epochs}", enabled=show) as bar:
@@ -186,8 +240,11 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
             target = batch["target"].to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=scaler is not None):
-                outputs = model(data)
+                outputs, hand_logits = _forward(model, data, hand)
                 loss = deep_supervision_loss(outputs, target, strides, weights) + _unweighted(outputs, weights)
+                if hand is not None:
+                    loss, hand_loss, _ = hand.loss(loss, hand_logits, batch["cases"])
+                    hand_losses.append(hand_loss.detach())
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -200,29 +257,40 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
                 optimizer.step()
             losses.append(loss.detach())
             bar.advance()
-    return mean_across_ranks(losses, device), waited
+    return mean_across_ranks(losses, device), mean_across_ranks(hand_losses, device) if hand else math.nan, waited
 
 
 @torch.no_grad()
 def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
-              strides: list[tuple[int, ...]], weights: tuple[float, ...]) -> tuple[float, float]:
-    """Loss and lesion pseudo Dice on validation patches; every rank sees the same number of batches."""
+              strides: list[tuple[int, ...]], weights: tuple[float, ...],
+              hand: HandTask | None) -> tuple[float, float, float]:
+    """Loss, hand-function loss (nan without `hand` or labelled samples) and lesion pseudo Dice on validation
+    patches; every rank sees the same number of batches."""
     model.eval()
     count = job.settings.validation_iterations
-    loss_sum = torch.zeros((), device=device)
+    sums = torch.zeros(3, device=device)  # loss, hand-function loss x its samples, labelled samples
     counts = torch.zeros(3, job.num_classes - 1, device=device)
     for batch in batch_loader(batches, epoch * count, count, 0):
         data, target = batch["data"].to(device), batch["target"].to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda" and job.settings.mixed_precision):
-            outputs = model(data)
-            loss_sum += deep_supervision_loss(outputs, target, strides, weights).float()
+            outputs, hand_logits = _forward(model, data, hand)
+            loss = deep_supervision_loss(outputs, target, strides, weights).float()
+            if hand is not None:
+                loss, hand_loss, labelled = hand.loss(loss, hand_logits, batch["cases"])
+                sums[1:] += torch.stack([hand_loss.float() * labelled, torch.tensor(float(labelled), device=device)])
+            sums[0] += loss.float()
         full = outputs[0] if isinstance(outputs, list | tuple) else outputs
         counts += torch.stack(confusion_counts(full.float(), target)).to(counts)
-    total = sum_across_ranks(torch.cat([loss_sum.reshape(1), torch.tensor([float(count)], device=device),
-                                        counts.flatten()]))
-    tp, fp, fn = total[2:].reshape(3, -1)
+    total = sum_across_ranks(torch.cat([sums, torch.tensor([float(count)], device=device), counts.flatten()]))
+    tp, fp, fn = total[4:].reshape(3, -1)
     dice = float(np.nanmean(pseudo_dice(tp, fp, fn))) if (2 * tp + fp + fn).sum() > 0 else math.nan
-    return float(total[0] / total[1]), dice
+    return float(total[0] / total[3]), float(total[1] / total[2]) if total[2] > 0 else math.nan, dice
+
+
+def _forward(model: torch.nn.Module, data: torch.Tensor,
+             hand: HandTask | None) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | None]:
+    """(segmentation outputs, hand-function logits or None); through model.__call__ so that DDP sees the pass."""
+    return model(data, joint=True) if hand is not None else (model(data), None)
 
 
 def _unweighted(outputs: list[torch.Tensor] | torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor | float:
@@ -243,13 +311,13 @@ def _moving_average(previous: float, value: float, weight: float) -> float:
 def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler | None, history: list[dict], best: float, epoch: int) -> dict:
     return {
-        "kind": "segmentation", "configuration": job.name, "fold": job.fold, "epoch": epoch,
+        "kind": "joint" if job.joint else "segmentation", "configuration": job.name, "fold": job.fold, "epoch": epoch,
         "network_kwargs": network_kwargs(job), "patch_size": list(job.config.patch_size),
         "transpose_forward": list(job.transpose_forward), "plan_digest": job.plan_digest,
         "settings": asdict(job.settings), "seed": job.settings.seed,
         "network": network.state_dict(), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "history": history, "best_ema_dice": best,
+        "history": history, "best_ema_dice": best, **({"hand_weight": job.hand_weight} if job.joint else {}),
     }
 
 

@@ -1,0 +1,58 @@
+"""A preprocessed case through joint models: the probability that the subject's hand function is impaired.
+
+The head saw patches during training, so at inference a case is cut into the windows sliding-window inference
+uses and the head's logits are averaged over them. Each window counts by its share of non-zero input voxels
+(preprocessing sets everything outside the brain to 0): a window of background says nothing about the subject.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+from autopipe.predict.models import TrainedModel
+from autopipe.predict.sliding_window import padded_windows
+from autopipe.train.joint_network import JointUNet
+
+
+def predict_hand_probability(models: list[TrainedModel], image: np.ndarray, device: torch.device, *,
+                             step: float = 0.5, batch_size: int = 4) -> float:
+    """P(impaired) of a preprocessed image [C, X, Y, Z]: per model the sigmoid of its brain-weighted mean window
+    logit, then the mean over models. A 2d model sees the windows of every slice along its network axis 0."""
+    device = torch.device(device)
+    if not models:
+        raise ValueError("no model to predict the hand function with")
+    if image.ndim != 4:
+        raise ValueError(f"image [C, X, Y, Z] expected, got shape {image.shape}")
+    probabilities = [torch.sigmoid(torch.tensor(_mean_logit(model, image, device, step, batch_size))).item()
+                     for model in models]
+    return math.fsum(probabilities) / len(probabilities)  # exactly rounded: the models' order does not matter
+
+
+def _mean_logit(model: TrainedModel, image: np.ndarray, device: torch.device, step: float, batch_size: int) -> float:
+    """The hand-function logit of one model, averaged over its windows weighted by their brain share."""
+    network = model.network
+    if not isinstance(network, JointUNet):
+        raise ValueError(f"{model.source} is a segmentation model without a hand-function head")
+    if image.shape[0] != model.in_channels:
+        raise ValueError(f"{model.source} expects {model.in_channels} channel(s), the image has {image.shape[0]}")
+    order = model.transpose_forward
+    volume = torch.from_numpy(np.ascontiguousarray(image.transpose(0, *(a + 1 for a in order)), np.float32))
+    images = volume[None] if len(model.patch_size) == 3 else volume.movedim(1, 0)  # 2d: [X, C, Y, Z]
+    logit_sum, weight_sum, plain_sum, windows = 0.0, 0.0, 0.0, 0
+    with torch.inference_mode():
+        padded, tiles = padded_windows(images.to(device), model.patch_size, step)
+        jobs = [(n, tile) for n in range(len(padded)) for tile in tiles]
+        for begin in range(0, len(jobs), batch_size):
+            batch = torch.stack([padded[(n, slice(None), *tile)] for n, tile in jobs[begin:begin + batch_size]])
+            with torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext():
+                logits = network.hand_logits(batch).double().cpu()
+            weights = (batch != 0).any(1).flatten(1).double().mean(1).cpu()
+            logit_sum += float((weights * logits).sum())
+            weight_sum += float(weights.sum())
+            plain_sum += float(logits.sum())
+            windows += len(batch)
+    return logit_sum / weight_sum if weight_sum > 0 else plain_sum / windows  # an empty image: every window alike
