@@ -1,0 +1,124 @@
+"""Logistic regression of hand function (1 = impaired) on lesion features, its C chosen by inner cross-validation.
+
+Only the training subjects of a fold ever reach `fit_classifier`: the scaler, the inner folds and the final
+fit all see them alone. Lesion-load summaries (mL, counts) are standardized with the training mean and SD;
+lesion-map cells (mL of lesion per cell) keep their units, so a cell's coefficient reads "log-odds of
+impairment per mL of lesion in this cell". The fitted model is stored back in the features' own units,
+logit = intercept + weights . x, as plain JSON: readable, and loadable without pickles or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autopipe.errors import AutopipeError
+
+INNER_SCORING = "neg_log_loss"  # a proper score: with few subjects accuracy ties across most C values
+
+
+@dataclass(frozen=True)
+class LinearClassifier:
+    """p(impaired) = sigmoid(intercept + weights . x), with x in the units of `names`."""
+
+    names: tuple[str, ...]
+    weights: np.ndarray
+    intercept: float
+    c: float
+    class_weight: str
+    inner_log_loss: dict[str, float]  # mean inner-CV log loss per C tried
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(features, float))
+        if x.shape[1] != len(self.names):
+            raise ValueError(f"{x.shape[1]} features given, the classifier has {len(self.names)}")
+        return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.intercept)))
+
+    def to_json(self) -> dict:
+        return {"model": "p(impaired) = sigmoid(intercept + sum(weights * features))", "names": list(self.names),
+                "weights": [float(w) for w in self.weights], "intercept": float(self.intercept), "C": self.c,
+                "class_weight": self.class_weight, "inner_cv_log_loss": self.inner_log_loss}
+
+    @classmethod
+    def from_json(cls, value: dict) -> LinearClassifier:
+        names, weights = tuple(value["names"]), np.asarray(value["weights"], float)
+        if len(names) != len(weights):
+            raise ValueError(f"{len(names)} feature names but {len(weights)} weights")
+        return cls(names, weights, float(value["intercept"]), float(value["C"]), str(value["class_weight"]),
+                   {str(k): float(v) for k, v in value.get("inner_cv_log_loss", {}).items()})
+
+
+def inner_fold_count(labels: Sequence[int], planned: int) -> int:
+    """The planned inner folds, at most the smaller class's count (each inner fold needs one of each)."""
+    y = np.asarray(labels, int)
+    return min(planned, int(min((y == 1).sum(), (y == 0).sum())))
+
+
+def fit_classifier(features: np.ndarray, labels: Sequence[int], names: Sequence[str], *, c_grid: Sequence[float],
+                   class_weight: str, inner_folds: int, standardize: Sequence[bool], seed: int = 0,
+                   where: str = "training subjects") -> LinearClassifier:
+    """L2 logistic regression; C from `c_grid` by stratified inner cross-validation (lowest log loss, the
+    smallest C on ties); then refit on all of `features` with that C.
+
+    `standardize[j]` says whether column j is scaled by the training mean and SD inside each fit.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import Pipeline
+
+    x, y = np.asarray(features, float), np.asarray(labels, int)
+    if x.ndim != 2 or x.shape[0] != len(y) or x.shape[1] != len(names) or len(standardize) != len(names):
+        raise ValueError(f"features {x.shape}, {len(y)} labels, {len(names)} names and {len(standardize)} "
+                         "standardize flags disagree")
+    counts = {"impaired": int((y == 1).sum()), "good": int((y == 0).sum())}
+    folds = inner_fold_count(y, inner_folds)
+    if folds < 2:
+        raise AutopipeError(f"the {where} hold {counts['impaired']} impaired and {counts['good']} good: each class "
+                            "needs at least 2 labelled subjects to choose the regularization by cross-validation",
+                            fix="label more subjects of the smaller class in clinical.csv, or train on more cases")
+    grid = sorted(float(c) for c in c_grid)
+    pipeline = Pipeline([("scale", _ColumnScaler(np.asarray(standardize, bool))),
+                         ("lr", LogisticRegression(class_weight=None if class_weight == "none" else class_weight,
+                                                   max_iter=5000))])
+    search = GridSearchCV(pipeline, {"lr__C": grid}, scoring=INNER_SCORING, refit=True,
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs convergence chatter at the largest C on separable folds
+        search.fit(x, y)
+    scores = -search.cv_results_["mean_test_score"]
+    best = float(search.best_params_["lr__C"])  # the first of equally good: the smallest C, the strongest penalty
+    scaler, lr = search.best_estimator_.named_steps["scale"], search.best_estimator_.named_steps["lr"]
+    weights = lr.coef_[0] / scaler.scale_
+    intercept = float(lr.intercept_[0] - np.sum(lr.coef_[0] * scaler.mean_ / scaler.scale_))
+    return LinearClassifier(tuple(names), weights, intercept, best, class_weight,
+                            {f"{c:g}": round(float(s), 6) for c, s in zip(grid, scores, strict=True)})
+
+
+class _ColumnScaler:
+    """StandardScaler on the flagged columns only (the others pass through unchanged); sklearn-compatible."""
+
+    def __init__(self, columns: np.ndarray) -> None:
+        self.columns = columns
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"columns": self.columns}
+
+    def set_params(self, **params) -> _ColumnScaler:
+        self.columns = params.get("columns", self.columns)
+        return self
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> _ColumnScaler:
+        x = np.asarray(x, float)
+        self.mean_ = np.where(self.columns, x.mean(axis=0), 0.0)
+        sd = x.std(axis=0)
+        self.scale_ = np.where(self.columns & (sd > 0), sd, 1.0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, float) - self.mean_) / self.scale_
+
+    def fit_transform(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        return self.fit(x, y).transform(x)
