@@ -33,6 +33,17 @@ def write_like(path: Path, data: np.ndarray, reference: Path, dtype: type) -> Pa
     return write_volume(path, Volume(data.astype(dtype), read_header(reference).affine))
 
 
+def export_template_mask(probability: np.ndarray, properties: dict, path: Path) -> Path:
+    """A lesion probability on a template-space training grid -> a 0/1 mask on the whole template grid
+    (`full_grid`, zeros outside the crop box), as NIfTI with the template grid's affine."""
+    from autopipe.train.lesion_features import on_full_grid
+
+    if properties.get("space") != "template":
+        raise ValueError(f"case {properties.get('case')} is in {properties.get('space')} space, not template space")
+    mask = on_full_grid((probability >= 0.5).astype(np.uint8), properties)
+    return write_volume(path, Volume(mask, np.asarray(properties["full_grid"]["affine"], float)), np.uint8)
+
+
 def export_prediction(probability: np.ndarray, properties: dict, preprocessed: Path, reference: Path, path: Path,
                       min_lesion_mm3: float = 0.0, probability_path: Path | None = None) -> list[Path]:
     """A lesion probability on a case's training grid -> a 0/1 mask on its scan, written like `reference`.

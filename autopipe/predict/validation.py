@@ -2,6 +2,8 @@
 
     results/DATASET/CONFIGURATION/fold_K/validation/CASE.nii.gz   lesion mask on the case's native grid,
                                                                    with its channel-0 file's header
+        validation/template_space/CASE.nii.gz                      the same mask on the template grid (template-
+                                                                   space plans only): hand-function features
 
 Under torchrun the cases are shared among the ranks by size, so every rank does about the same work.
 """
@@ -15,13 +17,14 @@ import numpy as np
 import torch
 
 from autopipe.cohort.dataset import DatasetSpec
-from autopipe.predict.export import export_prediction
+from autopipe.predict.export import export_prediction, export_template_mask
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import load_ensemble
 from autopipe.preprocess.storage import case_paths, read_case, read_properties
 from autopipe.progress import track
 from autopipe.train.checkpoint import checkpoint_path
 from autopipe.train.distributed import Ranks, barrier, share_work
+from autopipe.train.fold import template_space_prediction
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,9 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
     out.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(fold_dir, "final")
     models = load_ensemble([final], device)
-    todo = [c for c in cases if not _newer(out / prediction_name(spec, c), final)]  # done by this network
+    done = [c for c in cases if _newer(out / prediction_name(spec, c), final)  # by this network
+            and _newer_or_native(template_space_prediction(fold_dir, c), final, preprocessed, c)]
+    todo = [c for c in cases if c not in done]
     costs = [_voxels(preprocessed, c) for c in todo]
     mine = [todo[i] for i in share_work(costs, ranks.world_size)[ranks.rank]]
     for case_id in track(mine, len(mine), f"validate {fold_dir.parent.name} {fold_dir.name}",
@@ -47,14 +52,22 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
         arrays, properties_path = case_paths(preprocessed, case_id)
         properties = read_properties(properties_path)
         probability = predict_probability(models, read_case(arrays, ("image",))["image"], device, mirror=mirror)
+        if properties.get("space") == "template":
+            export_template_mask(probability, properties, template_space_prediction(fold_dir, case_id))
         export_prediction(probability, properties, preprocessed, spec.image_path(case_id, 0),
-                          out / prediction_name(spec, case_id))
+                          out / prediction_name(spec, case_id))  # last: its time stamp marks the case done
     barrier()
     return out
 
 
 def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and path.stat().st_mtime > than.stat().st_mtime
+
+
+def _newer_or_native(path: Path, than: Path, preprocessed: Path, case_id: str) -> bool:
+    """The template-space mask is there and current, or the case is not in template space (none is written)."""
+    properties = read_properties(case_paths(preprocessed, case_id)[1]) or {}
+    return properties.get("space") != "template" or _newer(path, than)
 
 
 def _voxels(preprocessed: Path, case_id: str) -> float:

@@ -4,6 +4,7 @@
         checkpoint_best.pt, checkpoint_final.pt (checkpoint_latest.pt while training)
         progress.png, progress.json, training.log
         validation/   predictions of the held-out cases in their native space (autopipe.predict.validation)
+            template_space/CASE.nii.gz   the same on the template grid, for the hand-function features
 
 Nothing is trained on data that is not finished preprocessing with the current plan, and a finished or
 interrupted run is never overwritten without --force.
@@ -59,6 +60,11 @@ def parse_fold(text: str) -> str:
 
 def fold_dir(workspace: Workspace, dataset: str, configuration: str, fold: str) -> Path:
     return workspace.results / dataset / configuration / f"fold_{fold}"
+
+
+def template_space_prediction(fold_folder: Path, case_id: str) -> Path:
+    """Where a held-out case's lesion mask on the template grid (full, uncropped) is kept."""
+    return fold_folder / "validation" / "template_space" / f"{case_id}.nii.gz"
 
 
 def load_fold(root: Path, workspace: Workspace, fold: str) -> Fold:
