@@ -263,31 +263,42 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         fold = load_fold(root, ws, fold_name)
         names = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
-        configurations, slice_models = split_model_names(fold, names)
+        configurations, slice_models, hand_models = split_model_names(fold, names)
         workers = default_loader_workers(device.type, cores) if args.loader_workers is None else args.loader_workers
         jobs = training_jobs(fold, ws, configurations, epochs=args.epochs, iterations=args.iterations,
                              loader_workers=workers, seed=args.seed, optimizer=args.optimizer) \
             if configurations != [] else []
         train_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
         _validate_segmentation(args, fold, jobs, device, ranks)
+        _train_hand_function(args, fold, root, ws, hand_models, device, ranks, workers)
         _train_reconstruction(args, fold, ws, slice_models, device, ranks)
         return EXIT_OK
     finally:
         distributed.stop()
 
 
-def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, list[str] | None]:
-    """-c NAMES -> (segmentation configurations, reconstruction models incl. 'cs'); None means every planned."""
+HAND_FUNCTION = "hand_function"
+
+
+def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
+    """-c NAMES -> (segmentation configurations, reconstruction models incl. 'cs', hand-function models:
+    'hand_function' for the logistic regression and the joint U-Net's name); None means every planned."""
+    from autopipe.train.joint_fold import joint_name
     from autopipe.train.slice_fold import CS, planned_models
 
     if names is None:
-        return None, None
+        return None, None, None
     slice_names = [*planned_models(fold), *([CS] if fold.plans.reconstruction else [])]
-    unknown = [n for n in names if n not in fold.plans.configurations and n not in slice_names]
+    plans = fold.plans
+    hand_names = [*([HAND_FUNCTION] if plans.hand_function else []),
+                  *([joint_name(plans.joint.configuration, plans.joint.hand_function_weight,
+                                plans.joint.hand_function_weight)] if plans.joint else [])]
+    unknown = [n for n in names if n not in plans.configurations and n not in slice_names and n not in hand_names]
     if unknown:
         raise AutopipeError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in the plan",
-                            fix=f"choose from {', '.join([*fold.plans.configurations, *slice_names])}")
-    return [n for n in names if n in fold.plans.configurations], [n for n in names if n in slice_names]
+                            fix=f"choose from {', '.join([*plans.configurations, *slice_names, *hand_names])}")
+    return ([n for n in names if n in plans.configurations], [n for n in names if n in slice_names],
+            [n for n in names if n in hand_names])
 
 
 def _train_reconstruction(args: argparse.Namespace, fold, ws, models: list[str] | None, device, ranks) -> None:
@@ -308,6 +319,48 @@ def _train_reconstruction(args: argparse.Namespace, fold, ws, models: list[str] 
         result = compare_fold(fold, ws, device, progress=not args.quiet)
         print(f"\nreconstruction + segmentation, fold {fold.name}: {len(result['cases'])} held-out case(s)")
         print(format_comparison(summarize([result])))
+
+
+def _train_hand_function(args: argparse.Namespace, fold, root: Path, ws, models: list[str] | None, device,
+                         ranks, workers: int) -> None:
+    """The joint segmentation + hand-function U-Net of this fold, then the logistic regressions of every fold
+    whose out-of-fold segmentations are now complete."""
+    from autopipe.train.hand_fold import train_ready_predictors
+    from autopipe.train.joint_fold import joint_name
+
+    plans = fold.plans
+    if plans.hand_function is None or fold.name == "all" or models == []:
+        return
+    if plans.joint and (models is None or joint_name(plans.joint.configuration, plans.joint.hand_function_weight,
+                                                     plans.joint.hand_function_weight) in models):
+        _train_joint(args, fold, ws, plans.joint.hand_function_weight, device, ranks, workers)
+    if ranks.is_main and (models is None or HAND_FUNCTION in models):
+        from autopipe.plan.splits import load_splits
+
+        folds = [str(i) for i in range(len(load_splits(ws.plans_dir(fold.spec.name) / "splits_final.json")))]
+        for predictor in train_ready_predictors(root, ws, folds, force=args.force, progress=not args.quiet):
+            print(f"hand function fold {predictor['fold']}: logistic regression on {len(predictor['training_cases'])} "
+                  f"subjects' lesion features -> {ws.results / fold.spec.name / 'hand_function'}")
+
+
+def _train_joint(args: argparse.Namespace, fold, ws, r: float, device, ranks, workers: int) -> None:
+    """Train (or finish) the joint U-Net with weight r, then score its held-out subjects' hand function."""
+    from autopipe.train.fold import train_fold
+    from autopipe.train.hand_fold import labels_of
+    from autopipe.train.joint_fold import evaluate_joint_fold, joint_job
+
+    labels = labels_of(fold)
+    job = joint_job(fold, ws, {c: v for c, v in labels.items() if v is not None}, r,
+                    fold.plans.joint.hand_function_weight, fold.plans.joint.configuration, epochs=args.epochs,
+                    iterations=args.iterations, loader_workers=workers, seed=args.seed, optimizer=args.optimizer)
+    train_fold([job], device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
+    _validate_segmentation(args, fold, [job], device, ranks)
+    if ranks.is_main and fold.val_cases:
+        result = evaluate_joint_fold(job, fold, labels, device, progress=not args.quiet)
+        scored = [v for v in result["cases"].values() if v["label"] is not None]
+        correct = sum((v["probability"] >= 0.5) == bool(v["label"]) for v in scored)
+        print(f"{job.name} fold {fold.name}: hand function of {len(scored)} held-out subject(s), {correct} right at "
+              f"p >= 0.5 (r = {r:g}); `autopipe evaluate` pools the folds")
 
 
 def _validate_segmentation(args: argparse.Namespace, fold, jobs: list, device, ranks) -> None:
@@ -360,8 +413,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         result = predict_folder(args.input, args.output, root, ws, configuration=args.configuration, folds=folds,
                                 device=choose_device(args.device), mirror=args.mirror,
                                 probabilities=args.probabilities, workers=args.workers, progress=not args.quiet)
-        print(f"{len([p for p in result['written'] if 'probability' not in p.name])} case(s) predicted with "
-              f"{result['configuration']} (folds {', '.join(result['folds'])}) -> {args.output}")
+        masks = [p for p in result["written"] if "probability" not in p.name and p.suffix != ".csv"]
+        print(f"{len(masks)} case(s) predicted with {result['configuration']} (folds {', '.join(result['folds'])}) "
+              f"-> {args.output}")
+        if result["hand_function"]:
+            print(f"hand function, probability of impairment (mean of the folds' logistic regressions) -> "
+                  f"{args.output / 'hand_function.csv'}")
+            for case, p in sorted(result["hand_function"].items()):
+                print(f"   {case}: {p:.2f} ({'impaired' if p >= 0.5 else 'good'})")
         failed += result["failed"]
     if has_kspace:
         from autopipe.cohort.dataset import load_dataset
@@ -419,7 +478,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         if configurations is None else None
     if comparison is not None:
         print(f"\nreconstruction + segmentation approaches\n{comparison['text']}\nwrote {comparison['path']}")
-    elif segmentation_error is not None:
+    hand = None
+    if configurations is None:
+        from autopipe.cohort.dataset import load_dataset
+        from autopipe.evaluate.hand_function import evaluate_hand_function
+
+        hand = evaluate_hand_function(root, ws, load_dataset(root).name)
+        if hand is not None:
+            print(f"\n{hand['text']}")
+    if comparison is None and hand is None and segmentation_error is not None:
         raise segmentation_error
     return EXIT_OK
 

@@ -3,7 +3,8 @@
 Each case in IN (CASE_0000.nii.gz, CASE_0001.nii.gz, ... as in imagesTr) goes through the cohort's
 preprocessing plan into a scratch folder inside OUT, through the ensemble of every trained fold of the
 chosen configuration, back onto its own grid, and out as OUT/CASE.nii.gz with the input file's header
-(uint8 0/1); OUT/CASE_probability.nii.gz (float32) on request. Small components are removed only when
+(uint8 0/1); OUT/CASE_probability.nii.gz (float32) on request. Where hand-function predictors are trained,
+OUT/hand_function.csv gives each subject's probability of impaired hand function. Small components are removed only when
 cross-validation chose to (results/DATASET/CONFIGURATION/crossval/postprocessing.json). IN is only read.
 """
 
@@ -22,6 +23,8 @@ from autopipe.errors import AutopipeError
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
 from autopipe.predict.export import export_prediction
+from autopipe.predict.hand_function import CSV_FILE as HAND_CSV
+from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
 from autopipe.preprocess.case import CaseJob
@@ -57,8 +60,10 @@ def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
     return {c: tuple(ch[i] for i in range(num_channels)) for c, ch in found.items()}
 
 
-def choose_configuration(workspace: Workspace, dataset: str, requested: str | None) -> str:
-    """The requested configuration, else the best by cross-validation Dice, else 3d_fullres, else any trained."""
+def choose_configuration(workspace: Workspace, dataset: str, requested: str | None,
+                         planned: list[str] | None = None) -> str:
+    """The requested configuration (any trained one, a joint U-Net too), else the best of the `planned` ones by
+    cross-validation Dice, else 3d_fullres, else any trained."""
     root = workspace.results / dataset
     trained = sorted(d.name for d in root.glob("*") if d.is_dir() and trained_folds(d))
     if requested:
@@ -66,6 +71,7 @@ def choose_configuration(workspace: Workspace, dataset: str, requested: str | No
             raise AutopipeError(f"configuration {requested} has no trained fold",
                                 fix=f"train it, or choose one of: {', '.join(trained) or 'none trained yet'}")
         return requested
+    trained = [name for name in trained if planned is None or name in planned]
     if not trained:
         raise AutopipeError(f"no trained model for {dataset} in {root}", fix="run `autopipe train FOLD` first")
     scores = {}
@@ -100,7 +106,7 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                             fix="choose another -o: autopipe never writes next to your scans")
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
-    name = choose_configuration(workspace, spec.name, configuration)
+    name = choose_configuration(workspace, spec.name, configuration, list(plans.configurations))
     cases = input_cases(input_dir, plans.preprocessing.num_channels)
     config_dir = workspace.results / spec.name / name
     paths = [p for p in trained_folds(config_dir) if folds is None or p.parent.name.removeprefix("fold_") in folds]
@@ -119,20 +125,45 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
                             enabled=progress)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
+    hand = _hand_setup(workspace, spec.name, name, models, device)
+    scores: dict[str, float] = {}
     for outcome in track([o for o in outcomes if not o.error], len(outcomes) - len(failed), "predict", progress):
-        written.extend(_predict_case(jobs[outcome.case_id], outcome.properties, models, output_dir, scratch, device,
-                                     mirror, probabilities, min_mm3))
+        job = jobs[outcome.case_id]
+        image = read_case(case_paths(scratch, job.case_id)[0], ("image",))["image"]
+        probability = predict_probability(models, image, device, mirror=mirror)
+        ending = file_ending(job.images[0])
+        written.extend(export_prediction(
+            probability, outcome.properties, scratch, job.images[0], output_dir / f"{job.case_id}{ending}", min_mm3,
+            output_dir / f"{job.case_id}_probability{ending}" if probabilities else None))
+        if hand is not None and outcome.properties.get("space") == "template":
+            hand_models, predictors = hand
+            if hand_models is not models:
+                probability = predict_probability(hand_models, image, device, mirror=mirror)
+            scores[job.case_id] = hand_probability(probability, outcome.properties, predictors)
     shutil.rmtree(scratch, ignore_errors=True)
+    if scores:
+        predictors = hand[1]
+        written.append(write_hand_csv(output_dir / HAND_CSV, scores, [p.fold for p in predictors],
+                                      predictors[0].configuration))
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
-    return {"written": written, "failed": failed, "configuration": name, "folds": [m.fold for m in models]}
+    return {"written": written, "failed": failed, "configuration": name, "folds": [m.fold for m in models],
+            "hand_function": scores}
 
 
-def _predict_case(job: CaseJob, properties: dict, models: list[TrainedModel], output_dir: Path, scratch: Path,
-                  device: torch.device, mirror: bool, probabilities: bool, min_mm3: float) -> list[Path]:
-    case_id, reference = job.case_id, job.images[0]
-    image = read_case(case_paths(scratch, case_id)[0], ("image",))["image"]
-    ending = file_ending(reference)
-    return export_prediction(predict_probability(models, image, device, mirror=mirror), properties, scratch, reference,
-                             output_dir / f"{case_id}{ending}", min_mm3,
-                             output_dir / f"{case_id}_probability{ending}" if probabilities else None)
+def _hand_setup(workspace: Workspace, dataset: str, name: str, models: list[TrainedModel], device: torch.device
+                ) -> tuple[list[TrainedModel], list] | None:
+    """The hand-function predictors, and the segmentation ensemble their features need (the folds of the
+    configuration they were trained on, which may differ from the one chosen for the masks); None if untrained."""
+    predictors = load_hand_predictors(workspace, dataset)
+    if not predictors:
+        return None
+    configuration = predictors[0].configuration
+    if configuration == name:
+        return models, predictors
+    hand_paths = trained_folds(workspace.results / dataset / configuration)
+    if not hand_paths:
+        log.warning("hand function not predicted: its configuration %s has no trained fold", configuration)
+        return None
+    log.info("hand function from %s segmentations, as its predictors were trained", configuration)
+    return load_ensemble(hand_paths, device), predictors
