@@ -203,7 +203,7 @@ def is_current(fold: Fold, workspace: Workspace, plan: HandFunctionPlan) -> bool
     path = hand_dir(workspace, fold.spec.name, fold.name) / PREDICTOR_FILE
     try:
         predictor = read_json(path)
-    except (OSError, ValueError):
+    except AutopipeError:  # missing or unreadable: train it (again)
         return False
     clinical = fold.spec.clinical_path()
     inputs = [Path(p) for p in predictor.get("segmentations", {}).values()] + ([clinical] if clinical else [])
