@@ -181,20 +181,22 @@ def train_ready_predictors(root: Path, workspace: Workspace, folds: list[str], *
                            progress: bool = True) -> list[dict]:
     """Train the predictor of each of `folds` whose segmentations are all there and that is missing or older
     than them; say which folds the others wait for."""
-    trained = []
+    trained, waiting, missing_folds = [], [], set()
     for name in folds:
         fold = load_fold(root, workspace, name)
         plan = _hand_plan(fold)
         ok, missing = ready(fold, workspace, plan)
         if not ok:
-            log.info("hand function fold %s waits for the held-out predictions of %s fold(s) %s: train them "
-                     "(`autopipe train FOLD`) and this predictor is trained with the last one", name,
-                     plan.configuration, ", ".join(missing))
-            continue
-        if not force and is_current(fold, workspace, plan):
+            waiting.append(name)
+            missing_folds.update(missing)
+        elif force or not is_current(fold, workspace, plan):
+            trained.append(train_hand_predictor(fold, workspace, progress=progress))
+        else:
             log.info("hand function fold %s is up to date (%s)", name, hand_dir(workspace, fold.spec.name, name))
-            continue
-        trained.append(train_hand_predictor(fold, workspace, progress=progress))
+    if waiting:
+        log.info("hand function: the predictors of fold(s) %s wait for the held-out predictions of %s fold(s) %s; "
+                 "each is trained as soon as the folds it needs are (`autopipe train FOLD`)", ", ".join(waiting),
+                 plan.configuration, ", ".join(sorted(missing_folds, key=int)))
     return trained
 
 
