@@ -345,9 +345,10 @@ def _train_hand_function(args: argparse.Namespace, fold, root: Path, ws, models:
 
 def _train_joint(args: argparse.Namespace, fold, ws, r: float, device, ranks, workers: int) -> None:
     """Train (or finish) the joint U-Net with weight r, then score its held-out subjects' hand function."""
+    from autopipe.predict.hand_inference import predict_joint_validation
     from autopipe.train.fold import train_fold
     from autopipe.train.hand_fold import labels_of
-    from autopipe.train.joint_fold import evaluate_joint_fold, joint_job
+    from autopipe.train.joint_fold import joint_job
 
     labels = labels_of(fold)
     job = joint_job(fold, ws, {c: v for c, v in labels.items() if v is not None}, r,
@@ -356,7 +357,7 @@ def _train_joint(args: argparse.Namespace, fold, ws, r: float, device, ranks, wo
     train_fold([job], device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
     _validate_segmentation(args, fold, [job], device, ranks)
     if ranks.is_main and fold.val_cases:
-        result = evaluate_joint_fold(job, fold, labels, device, progress=not args.quiet)
+        result = predict_joint_validation(job, fold, labels, device, progress=not args.quiet)
         scored = [v for v in result["cases"].values() if v["label"] is not None]
         correct = sum((v["probability"] >= 0.5) == bool(v["label"]) for v in scored)
         print(f"{job.name} fold {fold.name}: hand function of {len(scored)} held-out subject(s), {correct} right at "

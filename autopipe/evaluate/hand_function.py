@@ -30,6 +30,7 @@ from autopipe.evaluate.classification import (
 from autopipe.evaluate.coefficient_map import cells_to_volume, plot_map, region_weight_fraction, write_map
 from autopipe.files import read_json, write_json
 from autopipe.paths import Workspace
+from autopipe.predict.hand_inference import RESULT_FILE
 from autopipe.train.hand_fold import HELD_OUT_FILE, PREDICTOR_FILE, VARIANTS, hand_dir, load_classifier
 from autopipe.train.joint_fold import JOINT_PREFIX
 from autopipe.train.lesion_features import CoarseGrid, cell_fraction
@@ -51,7 +52,7 @@ def collect_predictions(workspace: Workspace, dataset: str) -> dict[str, dict[st
             for variant in VARIANTS:
                 models.setdefault(variant, {}).setdefault(fold, {})[case] = {"label": row["label"],
                                                                              "probability": row[variant]}
-    for path in sorted((workspace.results / dataset).glob(f"{JOINT_PREFIX}*/fold_*/hand_function.json")):
+    for path in sorted((workspace.results / dataset).glob(f"{JOINT_PREFIX}*/fold_*/{RESULT_FILE}")):
         result = read_json(path)
         fold = path.parent.name.removeprefix("fold_")
         cases = {c: v for c, v in result["cases"].items() if v["label"] is not None}

@@ -1,4 +1,5 @@
-"""A preprocessed case through joint models: the probability that the subject's hand function is impaired.
+"""A preprocessed case through joint models: the probability that the subject's hand function is impaired;
+and a trained joint fold's held-out subjects scored that way (results/DATASET/joint_*/fold_K/hand_function.json).
 
 The head saw patches during training, so at inference a case is cut into the windows sliding-window inference
 uses and the head's logits are averaged over them. Each window counts by its share of non-zero input voxels
@@ -9,13 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from autopipe.predict.models import TrainedModel
+from autopipe.files import write_json
+from autopipe.predict.models import TrainedModel, load_model
 from autopipe.predict.sliding_window import padded_windows
+from autopipe.preprocess.storage import case_paths, read_case
+from autopipe.progress import track
+from autopipe.train.checkpoint import checkpoint_path
+from autopipe.train.fold import Fold
 from autopipe.train.joint_network import JointUNet
+from autopipe.train.trainer import TrainingJob
 
 
 def predict_hand_probability(models: list[TrainedModel], image: np.ndarray, device: torch.device, *,
@@ -56,3 +64,28 @@ def _mean_logit(model: TrainedModel, image: np.ndarray, device: torch.device, st
             plain_sum += float(logits.sum())
             windows += len(batch)
     return logit_sum / weight_sum if weight_sum > 0 else plain_sum / windows  # an empty image: every window alike
+
+
+RESULT_FILE = "hand_function.json"
+
+
+def predict_joint_validation(job: TrainingJob, fold: Fold, labels: dict[str, int | None], device: torch.device,
+                        progress: bool = True) -> dict:
+    """P(impaired) of each held-out case of `fold` by the job's final joint model, with its label (None if
+    unknown), written to job.out_dir/hand_function.json and returned."""
+    model = load_model(checkpoint_path(job.out_dir, "final"), device)
+    cases: dict[str, dict] = {}
+    for case in track(fold.val_cases, len(fold.val_cases), f"hand function {job.name} fold {fold.name}",
+                      enabled=progress):
+        image = read_case(case_paths(fold.preprocessed, case)[0], ("image",))["image"]
+        label = labels.get(case)
+        cases[case] = {"probability": predict_hand_probability([model], image, device),
+                       "label": None if label is None else int(label)}
+    result = {"model": job.name, "r": job.hand_weight, "fold": fold.name, "cases": cases}
+    write_json(result_path(job.out_dir), result)
+    return result
+
+
+def result_path(out_dir: Path) -> Path:
+    """Where predict_joint_validation writes a fold's hand-function predictions."""
+    return out_dir / RESULT_FILE

@@ -125,15 +125,12 @@ class HandTask:
 
 
 def hand_task(job: TrainingJob) -> HandTask | None:
-    """The hand-function term of a joint job (None for a plain one); ValueError when a training case has no
-    label or the training cases hold one class only."""
+    """The hand-function term of a joint job (None for a plain one); ValueError when the labelled training cases
+    hold one class only. Unlabelled cases train the segmentation alone."""
     if not job.joint:
         return None
     labels = dict(job.hand_labels)
-    missing = [case for case in job.train_cases if case not in labels]
-    if missing:
-        raise ValueError(f"joint job {job.name}: no hand-function label for training case(s) {', '.join(missing)}")
-    return HandTask(labels, job.hand_weight, pos_weight_for([labels[case] for case in job.train_cases]))
+    return HandTask(labels, job.hand_weight, pos_weight_for([labels[c] for c in job.train_cases if c in labels]))
 
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:

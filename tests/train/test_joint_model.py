@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,13 +13,13 @@ import torch
 from autopipe.cohort.dataset import ClinicalSpec, DatasetSpec
 from autopipe.errors import AutopipeError
 from autopipe.paths import Workspace
-from autopipe.predict.hand_inference import predict_hand_probability
+from autopipe.predict.hand_inference import predict_hand_probability, predict_joint_validation
 from autopipe.predict.models import TrainedModel, load_model
 from autopipe.preprocess.storage import write_case_arrays
 from autopipe.train import trainer as trainer_module
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from autopipe.train.fold import Fold, training_jobs
-from autopipe.train.joint_fold import evaluate_joint_fold, joint_job, joint_name
+from autopipe.train.joint_fold import joint_job, joint_name
 from autopipe.train.joint_loss import hand_loss, joint_loss, pos_weight_for
 from autopipe.train.joint_network import JointUNet, build_joint_network
 from autopipe.train.network import PlainConvUNet
@@ -240,13 +241,15 @@ def test_a_joint_job_is_the_segmentation_job_with_labels_and_r(preprocessed, tmp
     assert "hand_head" not in network_kwargs(plain)
 
 
-def test_a_joint_job_needs_every_training_label_and_both_classes(preprocessed, tmp_path):
+def test_a_joint_job_needs_both_classes_and_trains_unlabelled_cases_on_segmentation_only(preprocessed, tmp_path,
+                                                                                          caplog):
     fold, workspace = _fold(preprocessed, tmp_path)
-    with pytest.raises(AutopipeError, match="c1") as error:
-        joint_job(fold, workspace, {"c0": 0, "c2": 1}, 0.1, 0.1, "3d_fullres")
-    assert "clinical.csv" in error.value.fix and "clinical.csv" in error.value.where
-    with pytest.raises(AutopipeError, match="both"):
+    with caplog.at_level("WARNING", logger="autopipe"):
+        job = joint_job(fold, workspace, {"c0": 0, "c2": 1}, 0.1, 0.1, "3d_fullres")
+    assert "c1" in caplog.text and dict(job.hand_labels) == {"c0": 0, "c2": 1}
+    with pytest.raises(AutopipeError, match="both") as error:
         joint_job(fold, workspace, {"c0": 1, "c1": 1, "c2": 1}, 0.1, 0.1, "3d_fullres")
+    assert "clinical.csv" in error.value.where
     with pytest.raises(AutopipeError, match="r > 0"):
         joint_job(fold, workspace, LABELS, 0.0, 0.1, "3d_fullres")
 
@@ -261,11 +264,25 @@ def test_a_joint_fold_trains_and_predicts_its_held_out_cases(preprocessed, tmp_p
     final = load_checkpoint(checkpoint_path(job.out_dir, "final"))
     assert final["kind"] == "joint" and final["hand_weight"] == 0.1 and final["network_kwargs"]["hand_head"]
 
-    report = evaluate_joint_fold(job, fold, LABELS, torch.device("cpu"), progress=False)
+    report = predict_joint_validation(job, fold, LABELS, torch.device("cpu"), progress=False)
     assert report == json.loads((job.out_dir / "hand_function.json").read_text())
     assert report["model"] == "joint_3d_fullres" and report["r"] == 0.1 and report["fold"] == "0"
     assert list(report["cases"]) == ["c3"] and report["cases"]["c3"]["label"] == 1
     assert 0 <= report["cases"]["c3"]["probability"] <= 1
+
+
+def test_held_out_labels_do_not_reach_the_joint_network(preprocessed, tmp_path):
+    """They only give the validation curve: flipping them leaves every trained weight as it was."""
+    fold, workspace = _fold(preprocessed, tmp_path)
+    weights = []
+    for held_out_label in (1, 0):
+        job = joint_job(fold, workspace, {**LABELS, "c3": held_out_label}, 0.1, 0.1, "3d_fullres", epochs=1,
+                        iterations=2)
+        train(job, torch.device("cpu"), progress=False)
+        weights.append(load_checkpoint(checkpoint_path(job.out_dir, "final"))["network"])
+        shutil.rmtree(job.out_dir)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_a_resumed_joint_run_ends_with_the_weights_of_an_uninterrupted_one(preprocessed, tmp_path, monkeypatch):
