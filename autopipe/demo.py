@@ -2,8 +2,10 @@
 
 Synthesize a small 2 mm cohort, check it, plan it for a short training budget, preprocess it, train
 fold 0 (3D and 2D U-Net), validate and evaluate the held-out cases, train the reconstruction models
-(CIRIM, MTLRS and the other approaches) briefly and print their comparison, segment two new cases and
-reconstruct one k-space file with `predict`, and say where everything went. Re-running reuses what an
+(CIRIM, MTLRS and the other approaches) briefly and print their comparison, train folds 1-4 briefly so that
+every subject has an out-of-fold segmentation for the hand-function predictors (and a joint U-Net on fold 0),
+segment two new cases (with their hand function) and reconstruct one k-space file with `predict`, and say
+where everything went. Re-running reuses what an
 earlier run finished.
 """
 
@@ -23,6 +25,7 @@ DEMO_DATASET = "Dataset001_SynthPVL"
 DEMO_TEST_CASES = 2
 DEMO_HOURS = 0.1  # training budget per configuration: the planner sizes the U-Nets to fit it
 DEMO_RECON_EPOCHS = 8  # per reconstruction model, 0.5-2 min each on 2 CPU cores: MTLRS segments after ~600 steps
+DEMO_HAND_EPOCHS = 3  # per extra fold of the 3D U-Net and for the joint U-Net: ~1 min each
 
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
@@ -40,7 +43,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
 
     _step(5, "train fold 0: 3D and 2D U-Net, then validate and evaluate its held-out cases in their native space")
     plans = load_plans(ws.plans_dir(DEMO_DATASET) / "plans.json")
-    train_fold_zero(cohort, ws, list(plans.configurations))
+    train_demo_fold(cohort, ws, list(plans.configurations))
 
     _step(6, "cross-validation summary (fold 0 only) and the postprocessing decision")
     summaries = evaluate_crossvalidation(cohort, ws)
@@ -50,9 +53,15 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
 
     _step(7, f"accelerated MRI: reconstruct {plans.reconstruction.acceleration:.1f}x undersampled k-space and segment "
              f"it, the four ways the MTLRS paper compares ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
-    train_fold_zero(cohort, ws, ["cs", *models_for(plans.multitask.approaches)], epochs=DEMO_RECON_EPOCHS)
+    train_demo_fold(cohort, ws, ["cs", *models_for(plans.multitask.approaches)], epochs=DEMO_RECON_EPOCHS)
 
-    _step(8, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space, and one k-space file")
+    if plans.hand_function is not None:
+        _step(8, f"hand function: train the 3D U-Net of folds 1-4 briefly ({DEMO_HAND_EPOCHS} epochs) so every "
+                 "subject has a segmentation by a network that never saw it, then the logistic regressions of all "
+                 "folds and a joint U-Net (fold 0)")
+        train_hand_function(cohort, ws, plans)
+
+    _step(9, f"predict {DEMO_TEST_CASES} new cases (imagesTs) in their native space, and one k-space file")
     predictions = workdir / "predictions"
     predict_new_cases(cohort, ws, plans, predictions, workers)
 
@@ -65,6 +74,8 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
     log.info("   comparison    %s (reconstruction + segmentation approaches, per subject)",
              ws.results / DEMO_DATASET / "reconstruction" / "comparison")
+    log.info("   hand function %s (summary.json, calibration.png, coefficient maps)",
+             ws.results / DEMO_DATASET / "hand_function")
     log.info("   predictions   %s", predictions)
     log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
              "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
@@ -120,7 +131,11 @@ def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, wor
     device = choose_device("cpu")
     result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=device, mirror=False,
                             workers=workers)
-    log.info("   %d case(s) segmented with %s -> %s", len(result["written"]), result["configuration"], predictions)
+    masks = [p for p in result["written"] if p.suffix != ".csv"]
+    log.info("   %d case(s) segmented with %s -> %s", len(masks), result["configuration"], predictions)
+    for case, p in sorted(result["hand_function"].items()):
+        log.info("   %s: probability of impaired hand function %.2f (%s)", case, p,
+                 predictions / "hand_function.csv")
     held_out = load_splits(ws.plans_dir(DEMO_DATASET) / "splits_final.json")[0]["val"][0]
     new_kspace = predictions.parent / "new_kspace"
     new_kspace.mkdir(exist_ok=True)
@@ -130,16 +145,35 @@ def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, wor
              ", ".join(p.name for p in result["written"]))
 
 
-def train_fold_zero(cohort: Path, ws: Workspace, models: list[str], epochs: int | None = None) -> None:
-    """`autopipe train 0 -c MODELS`, without mirroring in validation (8x faster on a CPU)."""
+def train_hand_function(cohort: Path, ws: Workspace, plans) -> None:
+    """Step 8: folds 1-4 of the predictor's U-Net (briefly), the joint U-Net of fold 0, every fold's logistic
+    regression (trained with the last fold), and the pooled report."""
+    from autopipe.evaluate.hand_function import evaluate_hand_function
+    from autopipe.train.joint_fold import joint_name
+
+    configuration = plans.hand_function.configuration
+    for fold in ("1", "2", "3", "4"):
+        train_demo_fold(cohort, ws, [configuration, "hand_function"], epochs=DEMO_HAND_EPOCHS, fold=fold)
+    if plans.joint is not None:
+        r = plans.joint.hand_function_weight
+        train_demo_fold(cohort, ws, [joint_name(plans.joint.configuration, r, r)], epochs=DEMO_HAND_EPOCHS)
+    summary = evaluate_hand_function(cohort, ws, DEMO_DATASET)
+    if summary is not None:
+        log.info("%s", summary["text"])
+
+
+def train_demo_fold(cohort: Path, ws: Workspace, models: list[str], epochs: int | None = None,
+                    fold: str = "0") -> None:
+    """`autopipe train FOLD -c MODELS`, without mirroring in validation (8x faster on a CPU)."""
     from autopipe.cli import main
 
     folders = ["--raw-dir", str(ws.raw), "--plans-dir", str(ws.plans), "--preprocessed-dir", str(ws.preprocessed),
                "--results-dir", str(ws.results)]
-    code = main(["train", "0", cohort.name, *folders, "--no-mirror", "--continue", "-c", ",".join(models),
+    code = main(["train", fold, cohort.name, *folders, "--no-mirror", "--continue", "-c", ",".join(models),
                  *(["--epochs", str(epochs)] if epochs else [])])
     if code != 0:
-        raise AutopipeError("training fold 0 failed (reasons above)", fix="this is a bug in autopipe; please report it")
+        raise AutopipeError(f"training fold {fold} failed (reasons above)",
+                            fix="this is a bug in autopipe; please report it")
 
 
 def _step(number: int, text: str) -> None:

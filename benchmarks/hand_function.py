@@ -1,0 +1,107 @@
+"""Hand function on the synthetic cohort: logistic regression on predicted vs ground-truth lesion maps vs total
+volume, and the joint U-Net (L = L_seg + r L_cls) for several r, all on the same 5 folds.
+
+    python benchmarks/hand_function.py [--cases 40] [--minutes 2.4] [--r 0.1,1] [--workdir DIR] [--threads 2]
+
+A 2 mm cohort without k-space is synthesized and planned with --minutes of training per U-Net and fold (or
+both are reused from --workdir), preprocessed, and every fold's 3D U-Net is trained (`autopipe train FOLD
+-c 3d_fullres,hand_function`): the logistic regressions follow once the last fold has validated. Then a
+joint U-Net per r and fold, with the plan's epochs. Prints the pooled table with 95% bootstrap intervals
+(`autopipe evaluate`), each joint model's segmentation Dice over its held-out cases, where the coefficient
+map puts its weight, and the CPU minutes used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=40)
+    parser.add_argument("--minutes", type=float, default=2.4, help="training budget per U-Net and fold")
+    parser.add_argument("--r", default="0.1,1", help="joint-loss weights to train, comma-separated")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the cohort here to rerun faster")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="autopipe_hand_"))).resolve()
+
+    import torch
+
+    from autopipe.cli import main as autopipe
+    from autopipe.evaluate.hand_function import evaluate_hand_function
+    from autopipe.paths import Workspace
+    from autopipe.predict.hand_inference import predict_joint_validation
+    from autopipe.predict.validation import predict_validation
+    from autopipe.train.distributed import Ranks
+    from autopipe.train.fold import load_fold, train_fold
+    from autopipe.train.hand_fold import labels_of
+    from autopipe.train.joint_fold import joint_job
+
+    dataset = "Dataset002_HandBench"
+    ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans", preprocessed=workdir / "preprocessed",
+                   results=workdir / "results")
+    folders = ["--raw-dir", str(ws.raw), "--plans-dir", str(ws.plans), "--preprocessed-dir", str(ws.preprocessed),
+               "--results-dir", str(ws.results), "--threads", str(args.threads)]
+    if not (ws.raw / dataset / "dataset.json").is_file():
+        _ok(autopipe(["synth", str(ws.raw / dataset), "--cases", str(args.cases), "--seed", "1", "--spacing", "2",
+                      "--tasks", "segmentation,hand_function", "-q"]))
+    if not (ws.plans / dataset / "plans.json").is_file():
+        _ok(autopipe(["plan", dataset, *folders, "-q", "--hours", str(args.minutes / 60)]))
+    _ok(autopipe(["preprocess", dataset, *folders, "-q", "--no-qc"]))
+    started = time.monotonic()
+    for fold in range(5):
+        _ok(autopipe(["train", str(fold), dataset, *folders, "-q", "--continue", "--no-mirror",
+                      "-c", "3d_fullres,hand_function"]))
+    segmentation_minutes = (time.monotonic() - started) / 60
+
+    device, joint_minutes, dice = torch.device("cpu"), {}, {}
+    for r in (float(v) for v in args.r.split(",")):
+        tick = time.monotonic()
+        for k in range(5):
+            fold = load_fold(ws.raw / dataset, ws, str(k))
+            labels = labels_of(fold)
+            job = joint_job(fold, ws, {c: v for c, v in labels.items() if v is not None}, r,
+                            fold.plans.joint.hand_function_weight, fold.plans.joint.configuration)
+            train_fold([job], device, Ranks(), resume=True, progress=False)
+            predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(fold.val_cases), device, mirror=False,
+                               progress=False)
+            predict_joint_validation(job, fold, labels, device, progress=False)
+        joint_minutes[r] = (time.monotonic() - tick) / 60
+        dice[job.name] = _pooled_dice(ws, dataset, job.out_dir.parent.name)
+    dice["3d_fullres (plain U-Net)"] = _pooled_dice(ws, dataset, "3d_fullres")
+
+    summary = evaluate_hand_function(ws.raw / dataset, ws, dataset)
+    plans = json.loads((ws.plans / dataset / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    generator = json.loads((ws.raw / dataset / "groundtruth" / "generator.json").read_text())["hand_function"]
+    print(f"\n{args.cases} cases at 2 mm, {generator['impaired_fraction']:.0%} impaired, expected Bayes accuracy "
+          f"{generator['expected_bayes_accuracy']:.3f} (labels drawn from the motor-region lesion load)")
+    print(f"3D U-Net: patch {'x'.join(map(str, config['patch_size']['value']))}, {config['epochs']['value']} epochs x "
+          f"{config['iterations_per_epoch']['value']} iterations per fold; 5 folds")
+    print(summary["text"])
+    print("\nsegmentation Dice over held-out cases (pooled mean over 5 folds):")
+    for name, value in dice.items():
+        print(f"   {name:<32} {value:.3f}")
+    print(f"\nCPU minutes: segmentation + logistic regressions {segmentation_minutes:.1f}; joint U-Nets "
+          + ", ".join(f"r={r:g}: {m:.1f}" for r, m in joint_minutes.items()))
+
+
+def _pooled_dice(ws, dataset: str, name: str) -> float:
+    from autopipe.evaluate.crossval import evaluate_crossvalidation
+
+    summary = evaluate_crossvalidation(ws.raw / dataset, ws, [name])[0]
+    return float(summary["summary"]["pooled"]["dice"]["mean"])
+
+
+def _ok(code: int) -> None:
+    if code != 0:
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
