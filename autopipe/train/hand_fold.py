@@ -129,6 +129,7 @@ def train_hand_predictor(fold: Fold, workspace: Workspace, *, seed: int = 0, pro
     scores = {c: {"label": labels[c], **{name: float(classifiers[name].probability(variants[name].rows([c]))[0])
                                         for name in variants}} for c in held_out}
     out = hand_dir(workspace, fold.spec.name, fold.name)
+    (out / PREDICTOR_FILE).unlink(missing_ok=True)  # an older predictor must not pass for these scores' one
     write_json(out / HELD_OUT_FILE, {"fold": fold.name, "variants": VARIANTS, "cases": scores})
     predictor = {
         "fold": fold.name, "configuration": plan.configuration, "template": template,
