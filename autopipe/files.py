@@ -34,6 +34,16 @@ def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def save_png(fig: object, path: Path | str, dpi: int = 80, **options: object) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it (pyplot figures; a bare Figure is just dropped)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **options)  # type: ignore[attr-defined]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # type: ignore[arg-type]
+    return Path(path)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

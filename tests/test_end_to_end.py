@@ -1,10 +1,8 @@
 """Every command in a row on a small synthetic cohort, as an analyst would run them (train under torchrun)."""
 
-import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,11 +11,7 @@ import pytest
 from autopipe.cli import main
 from autopipe.predict.export import export_prediction
 from autopipe.preprocess.storage import case_paths, read_case, read_properties
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+from tests.tiny_cohort import folders, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +47,6 @@ def test_plan_writes_plans_and_leaves_raw_data_untouched(workspace):
 def test_no_partial_folder_is_left_behind(workspace):
     assert [p.name for p in (workspace / "raw_data").iterdir()] == ["Dataset007_SynthPVL"]
 
-
-def folders(workspace: Path) -> list[str]:
-    return ["--raw-dir", str(workspace / "raw_data"), "--plans-dir", str(workspace / "plans"),
-            "--preprocessed-dir", str(workspace / "preprocessed"), "--results-dir", str(workspace / "results")]
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,15 @@
 """Hand function through the commands: train every fold (the predictors wait for the last one), predict, evaluate."""
 
-import hashlib
-from pathlib import Path
 
 import pytest
 
 from autopipe.cli import main
+from tests.tiny_cohort import folders, tree_digest
 
 DATASET = "Dataset008_SynthHand"
 LABELS = ["good", "impaired", "good", "impaired", "good", "good", "impaired", "good"]  # fixed: 3 of 8 impaired
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def folders(base: Path) -> list[str]:
-    return ["--raw-dir", str(base / "raw_data"), "--plans-dir", str(base / "plans"),
-            "--preprocessed-dir", str(base / "preprocessed"), "--results-dir", str(base / "results")]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The reconstruction + segmentation approaches end to end through the CLI on a tiny synthetic cohort:
 synth, plan (sizes shrunk in plans.json), preprocess, train fold 0, compare, predict on a k-space file."""
 
-import hashlib
 import json
 import math
 import shutil
@@ -15,6 +14,7 @@ import pytest
 from autopipe.cli import main
 from autopipe.predict.kspace_cases import slab_affine, slab_volume
 from autopipe.preprocess.kspace_prep import prepare_kspace_case
+from tests.tiny_cohort import folders, tree_digest
 
 DATASET = "Dataset011_ReconTiny"
 MODELS = ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "mtlrs")
@@ -22,14 +22,6 @@ APPROACHES = ("pretrained", "sequential", "end_to_end", "mtlrs")
 ONE = ["-j", "1", "--threads", "1", "-q"]  # one thread: the test machine is small and shared
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def folders(base: Path) -> list[str]:
-    return ["--raw-dir", str(base / "raw_data"), "--plans-dir", str(base / "plans"),
-            "--preprocessed-dir", str(base / "preprocessed"), "--results-dir", str(base / "results")]
 
 
 def shrink_plan(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -55,3 +56,15 @@ def make_tiny_cohort(root: Path, n_cases: int = 4, shape: tuple[int, int, int] =
         dataset["kspace"] = {"folder": "kspace"}
     (root / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under `root` and its SHA-256: equal before and after a command means it changed nothing."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def folders(base: Path) -> list[str]:
+    """The CLI options that put all four workspace folders under `base`."""
+    return ["--raw-dir", str(base / "raw_data"), "--plans-dir", str(base / "plans"),
+            "--preprocessed-dir", str(base / "preprocessed"), "--results-dir", str(base / "results")]

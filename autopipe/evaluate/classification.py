@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autopipe.files import atomic_path
+from autopipe.files import save_png
 
 Labels = Sequence[int] | np.ndarray
 Scores = Sequence[float] | np.ndarray
@@ -157,10 +157,7 @@ def plot_calibration(path: Path, curves: dict[str, tuple[Sequence[int], Sequence
     top.legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def format_metrics(rows: dict[str, dict], intervals: dict[str, dict] | None = None) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from autopipe.cohort.image_io import spacing_of
-from autopipe.files import atomic_path
+from autopipe.files import atomic_path, save_png
 from autopipe.train.lesion_features import CoarseGrid
 
 COLORBAR_LABEL = "log-odds of impairment per mL of lesion"
@@ -158,7 +158,4 @@ def plot_map(path: Path, volume: np.ndarray, grid: CoarseGrid, template: str, ti
         ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
     fig.colorbar(image, ax=panels, shrink=0.85, label=COLORBAR_LABEL)
     fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from autopipe.files import atomic_path, write_json
+from autopipe.files import save_png, write_json
 
 
 def write_progress(history: list[dict], folder: Path, title: str) -> None:
@@ -53,7 +53,4 @@ def plot_progress(history: list[dict], path: Path, title: str) -> Path:
             ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
