@@ -113,11 +113,11 @@ class HandTask:
 
     def loss(self, seg_loss: torch.Tensor, logits: torch.Tensor,
              cases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(L_joint, L_cls, number of labelled samples) of a batch; samples of unlabelled (validation) cases are
-        left out of L_cls, which is 0 when none is labelled."""
+        """(L_joint, L_cls, number of labelled samples) of a batch; samples of unlabelled cases are left out of
+        L_cls, which is 0 when none is labelled."""
         known = [i for i, case in enumerate(cases) if case in self.labels]
-        if not known:
-            return seg_loss, torch.zeros((), device=logits.device), 0
+        if not known:  # 0 x the logits: the head still gets a (zero) gradient, which DDP waits for
+            return seg_loss + 0.0 * logits.float().sum(), torch.zeros((), device=logits.device), 0
         labels = torch.tensor([float(self.labels[cases[i]]) for i in known], device=logits.device)
         index = torch.tensor(known, device=logits.device)
         total, cls = joint_loss(seg_loss, logits[index], labels, self.weight, self.pos_weight)
