@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from autopipe.cohort.image_io import spacing_of
 from autopipe.files import atomic_path, save_png
-from autopipe.train.lesion_features import CoarseGrid
+from autopipe.train.lesion_features import CoarseGrid, sample_nearest
 
 COLORBAR_LABEL = "log-odds of impairment per mL of lesion"
 NIFTI_MNI_CODE = 4  # NIfTI xform code 4: coordinates aligned to MNI152
@@ -74,14 +73,6 @@ def region_weight_fraction(volume: np.ndarray, region_fraction: np.ndarray,
     return {"positive": share(np.maximum(w, 0)), "absolute": share(np.abs(w)), "chance": chance}
 
 
-def _nearest(volume: np.ndarray, affine: np.ndarray, world: np.ndarray) -> np.ndarray:
-    """Values of `volume` (voxel -> world `affine`) at world points [3, ...], nearest voxel, 0 outside it."""
-    points = world.reshape(3, -1)
-    coords = np.linalg.inv(affine)[:3, :3] @ points + np.linalg.inv(affine)[:3, 3:]
-    values = ndimage.map_coordinates(np.asarray(volume, np.float64), coords, order=0, mode="grid-constant", cval=0)
-    return values.reshape(world.shape[1:])
-
-
 def plot_map(path: Path, volume: np.ndarray, grid: CoarseGrid, template: str, title: str,
              region: np.ndarray | None = None) -> Path:
     """PNG of a coarse-grid map over the template T1: axial, coronal and sagittal slices through its peak.
@@ -135,14 +126,14 @@ def plot_map(path: Path, volume: np.ndarray, grid: CoarseGrid, template: str, ti
         hh, vv = np.meshgrid(axes_world[h], axes_world[v], indexing="ij")
         world = np.empty((3, *hh.shape))
         world[h], world[v], world[fixed] = hh, vv, axes_world[fixed][cut[fixed]]
-        overlay = _nearest(volume, grid.affine, world)
+        overlay = sample_nearest(volume, grid.affine, world)
         dh, dv = abs(t1.affine[h, h]) / 2, abs(t1.affine[v, v]) / 2
         extent = (axes_world[h][0] - dh, axes_world[h][-1] + dh, axes_world[v][0] - dv, axes_world[v][-1] + dv)
         ax.imshow(anatomy.T, cmap="gray", origin="lower", extent=extent, interpolation="nearest")
         image = ax.imshow(np.ma.masked_equal(overlay, 0).T, cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower",
                           extent=extent, interpolation="nearest", alpha=0.85)
         if region is not None:
-            outline = _nearest(region, region_affine, world)
+            outline = sample_nearest(region, region_affine, world)
             if outline.min() < 0.5 <= outline.max():
                 ax.contour(hh, vv, outline, levels=[0.5], colors="lime", linewidths=1.0)
         ax.set_xlim(extent[1], extent[0])  # larger world coordinate (R, or A) on the viewer's left

@@ -33,7 +33,7 @@ from autopipe.paths import Workspace
 from autopipe.predict.hand_inference import RESULT_FILE
 from autopipe.train.hand_fold import HELD_OUT_FILE, PREDICTOR_FILE, VARIANTS, hand_dir, load_classifier
 from autopipe.train.joint_fold import JOINT_PREFIX
-from autopipe.train.lesion_features import CoarseGrid, cell_fraction
+from autopipe.train.lesion_features import CoarseGrid, cell_fraction, nearest_on_grid
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def generating_region(root: Path, grid: CoarseGrid) -> np.ndarray | None:
     if not path.is_file():
         return None
     region = read_volume(path)
-    fine = _nearest_on_grid(region.data > 0, region.affine, grid.fine_shape, grid.fine_affine)
+    fine = nearest_on_grid((region.data > 0).astype(np.uint8), region.affine, grid.fine_shape, grid.fine_affine)
     return cell_fraction(fine, grid)
 
 
@@ -163,14 +163,3 @@ def format_summary(summary: dict, out: Path) -> str:
 
 def _num(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:.2f}"
-
-
-def _nearest_on_grid(data: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target: np.ndarray) -> np.ndarray:
-    """`data` (on `affine`) looked up at each voxel centre of the grid (`shape`, `target`), nearest neighbour."""
-    from scipy.ndimage import map_coordinates
-
-    index = np.indices(shape).reshape(3, -1)
-    world = target[:3, :3] @ index + target[:3, 3:4]
-    source = np.linalg.inv(affine)[:3, :3] @ world + np.linalg.inv(affine)[:3, 3:4]
-    values = map_coordinates(data.astype(np.float32), source, order=0, mode="constant", cval=0.0)
-    return values.reshape(shape) > 0.5

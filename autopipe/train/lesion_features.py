@@ -151,27 +151,43 @@ def cell_fraction(region: np.ndarray, grid: CoarseGrid) -> np.ndarray:
     return _cell_sums(np.asarray(region) > 0, grid) / float(np.prod(grid.factor))
 
 
-def template_brain_on_grid(template: str, fine_shape: Sequence[int], fine_affine: np.ndarray) -> np.ndarray:
-    """The template's brain mask (uint8) on a fine grid: nearest neighbour by world coordinates, 0 outside it.
+def sample_nearest(data: np.ndarray, affine: np.ndarray, world: np.ndarray) -> np.ndarray:
+    """Values of `data` (voxel -> world `affine`) at world points [3, ...]: the voxel each point falls in, 0 outside.
 
-    The template copy used is the shipped resolution nearest the grid's finest spacing. Each fine voxel takes
-    the template voxel its centre falls in (scipy map_coordinates, order 0, 'grid-constant' so the template's
-    edge voxels reach to their outer faces).
+    scipy map_coordinates, order 0, 'grid-constant', so edge voxels reach to their outer faces.
     """
+    points = np.asarray(world, float).reshape(3, -1)
+    inverse = np.linalg.inv(np.asarray(affine, float))
+    coords = inverse[:3, :3] @ points + inverse[:3, 3:]
+    data = np.asarray(data)
+    values = ndimage.map_coordinates(data.astype(np.uint8) if data.dtype == bool else data, coords, order=0,
+                                     mode="grid-constant", cval=0)
+    return values.reshape(np.shape(world)[1:])
+
+
+def nearest_on_grid(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_affine: np.ndarray
+                    ) -> np.ndarray:
+    """`data` (on `affine`) resampled onto the grid (`shape`, `target_affine`), nearest neighbour by world
+    coordinates, 0 outside it; a slab at a time, which keeps the coordinate arrays small at 1 mm."""
+    shape = tuple(int(s) for s in shape)
+    target_affine = np.asarray(target_affine, float)
+    out = np.zeros(shape, np.asarray(data).dtype)
+    jk = np.indices(shape[1:], dtype=float).reshape(2, -1)
+    for i in range(shape[0]):
+        ijk = np.vstack([np.full(jk.shape[1], float(i)), jk])
+        world = target_affine[:3, :3] @ ijk + target_affine[:3, 3:]
+        out[i] = sample_nearest(data, affine, world).reshape(shape[1:])
+    return out
+
+
+def template_brain_on_grid(template: str, fine_shape: Sequence[int], fine_affine: np.ndarray) -> np.ndarray:
+    """The template's brain mask (uint8) on a fine grid (nearest_on_grid), from the shipped resolution nearest
+    the grid's finest spacing."""
     from autopipe.templates import load_template, nearest_resolution
 
-    fine_shape = tuple(int(s) for s in fine_shape)
     fine_affine = np.asarray(fine_affine, float)
     _, mask = load_template(template, nearest_resolution(min(spacing_of(fine_affine))))
-    to_template = np.linalg.inv(mask.affine) @ fine_affine
-    out = np.zeros(fine_shape, np.uint8)
-    jk = np.indices(fine_shape[1:], dtype=float).reshape(2, -1)
-    for i in range(fine_shape[0]):  # a slab at a time keeps the coordinate arrays small at 1 mm
-        ijk = np.vstack([np.full(jk.shape[1], float(i)), jk])
-        coords = to_template[:3, :3] @ ijk + to_template[:3, 3:]
-        values = ndimage.map_coordinates(mask.data, coords, order=0, mode="grid-constant", cval=0)
-        out[i] = values.reshape(fine_shape[1:])
-    return out
+    return nearest_on_grid(mask.data.astype(np.uint8), mask.affine, fine_shape, fine_affine)
 
 
 def brain_cells(brain: np.ndarray, grid: CoarseGrid, min_fraction: float = 0.0) -> np.ndarray:
