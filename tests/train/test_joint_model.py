@@ -24,6 +24,7 @@ from autopipe.train.joint_loss import hand_loss, joint_loss, pos_weight_for
 from autopipe.train.joint_network import JointUNet, build_joint_network
 from autopipe.train.network import PlainConvUNet
 from autopipe.train.trainer import network_kwargs, train
+from tests.ddp import join_gloo, spawn_two_ranks
 from tests.train.test_trainer import tiny_config
 
 PLAN_3D = dict(features_per_stage=(2, 4, 8), kernel_sizes=((3, 3, 3),) * 3, strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)))
@@ -310,14 +311,10 @@ def test_a_resumed_joint_run_ends_with_the_weights_of_an_uninterrupted_one(prepr
 
 
 def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
-    import os
-
     from autopipe.train import distributed
     from autopipe.train.distributed import Ranks
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+    join_gloo(rank, port)
     fold, workspace = _fold(preprocessed, out)
     train(joint_job(fold, workspace, LABELS, 0.5, 0.1, "3d_fullres", epochs=1, iterations=2), torch.device("cpu"),
           Ranks(rank, 2, rank), progress=False)
@@ -325,14 +322,7 @@ def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
 
 
 def test_two_cpu_processes_train_the_joint_model_with_ddp(preprocessed, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(port, preprocessed, tmp_path), nprocs=2, start_method="spawn")
+    spawn_two_ranks(_ddp_worker, preprocessed, tmp_path)
     fold, workspace = _fold(preprocessed, tmp_path)
     job = joint_job(fold, workspace, LABELS, 0.5, 0.1, "3d_fullres", epochs=1, iterations=2)
     final = load_checkpoint(checkpoint_path(job.out_dir, "final"))

@@ -1,13 +1,11 @@
 """The training loop on a tiny preprocessed folder: outputs, exact resume, refusals, and 2-process DDP on CPU."""
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from autopipe.errors import AutopipeError
 from autopipe.plan.configs import SegmentationConfig
@@ -18,6 +16,7 @@ from autopipe.train.distributed import Ranks, share_work
 from autopipe.train.fold import training_state
 from autopipe.train.schedule import poly_lr
 from autopipe.train.trainer import TrainingJob, TrainingSettings, default_loader_workers, per_rank_batch_size, train
+from tests.ddp import join_gloo, spawn_two_ranks
 
 CASES = ("c0", "c1", "c2", "c3")
 
@@ -139,13 +138,9 @@ def test_work_sharing_and_batch_split():
 
 
 def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
-    import os
-
     from autopipe.train import distributed
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+    join_gloo(rank, port)
     job = make_job(preprocessed, out / "run", epochs=2)
     train(job, torch.device("cpu"), Ranks(rank, 2, rank), progress=False)
     torch.save({k: v.clone() for k, v in weights(checkpoint_path(job.out_dir, "final")).items()}
@@ -154,10 +149,7 @@ def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
 
 
 def test_two_cpu_processes_train_one_model_with_ddp(preprocessed, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(port, preprocessed, tmp_path), nprocs=2, start_method="spawn")
+    spawn_two_ranks(_ddp_worker, preprocessed, tmp_path)
     final = load_checkpoint(checkpoint_path(tmp_path / "run", "final"))
     assert final["epoch"] == 2 and len(final["history"]) == 2
     assert not checkpoint_path(tmp_path / "run", "latest").exists()
