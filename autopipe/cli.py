@@ -283,16 +283,15 @@ HAND_FUNCTION = "hand_function"
 def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
     """-c NAMES -> (segmentation configurations, reconstruction models incl. 'cs', hand-function models:
     'hand_function' for the logistic regression and the joint U-Net's name); None means every planned."""
-    from autopipe.train.joint_fold import joint_name
+    from autopipe.train.joint_fold import planned_joint_name
     from autopipe.train.slice_fold import CS, planned_models
 
     if names is None:
         return None, None, None
     slice_names = [*planned_models(fold), *([CS] if fold.plans.reconstruction else [])]
     plans = fold.plans
-    hand_names = [*([HAND_FUNCTION] if plans.hand_function else []),
-                  *([joint_name(plans.joint.configuration, plans.joint.hand_function_weight,
-                                plans.joint.hand_function_weight)] if plans.joint else [])]
+    joint = planned_joint_name(plans)
+    hand_names = [*([HAND_FUNCTION] if plans.hand_function else []), *([joint] if joint else [])]
     unknown = [n for n in names if n not in plans.configurations and n not in slice_names and n not in hand_names]
     if unknown:
         raise AutopipeError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in the plan",
@@ -326,13 +325,12 @@ def _train_hand_function(args: argparse.Namespace, fold, root: Path, ws, models:
     """The joint segmentation + hand-function U-Net of this fold, then the logistic regressions of every fold
     whose out-of-fold segmentations are now complete."""
     from autopipe.train.hand_fold import train_ready_predictors
-    from autopipe.train.joint_fold import joint_name
+    from autopipe.train.joint_fold import planned_joint_name
 
     plans = fold.plans
     if plans.hand_function is None or fold.name == "all" or models == []:
         return
-    if plans.joint and (models is None or joint_name(plans.joint.configuration, plans.joint.hand_function_weight,
-                                                     plans.joint.hand_function_weight) in models):
+    if plans.joint and (models is None or planned_joint_name(plans) in models):
         _train_joint(args, fold, ws, plans.joint.hand_function_weight, device, ranks, workers)
     if ranks.is_main and (models is None or HAND_FUNCTION in models):
         from autopipe.plan.splits import load_splits

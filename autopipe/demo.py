@@ -149,14 +149,13 @@ def train_hand_function(cohort: Path, ws: Workspace, plans) -> None:
     """Step 8: folds 1-4 of the predictor's U-Net (briefly), the joint U-Net of fold 0, every fold's logistic
     regression (trained with the last fold), and the pooled report."""
     from autopipe.evaluate.hand_function import evaluate_hand_function
-    from autopipe.train.joint_fold import joint_name
+    from autopipe.train.joint_fold import planned_joint_name
 
     configuration = plans.hand_function.configuration
     for fold in ("1", "2", "3", "4"):
         train_demo_fold(cohort, ws, [configuration, "hand_function"], epochs=DEMO_HAND_EPOCHS, fold=fold)
     if plans.joint is not None:
-        r = plans.joint.hand_function_weight
-        train_demo_fold(cohort, ws, [joint_name(plans.joint.configuration, r, r)], epochs=DEMO_HAND_EPOCHS)
+        train_demo_fold(cohort, ws, [planned_joint_name(plans)], epochs=DEMO_HAND_EPOCHS)
     summary = evaluate_hand_function(cohort, ws, DEMO_DATASET)
     if summary is not None:
         log.info("%s", summary["text"])

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from autopipe.errors import AutopipeError
 from autopipe.paths import Workspace
+from autopipe.plan.configs import Plans
 from autopipe.train.fold import Fold, fold_dir, training_jobs
 from autopipe.train.trainer import TrainingJob
 
@@ -28,6 +29,13 @@ def joint_name(configuration: str, r: float, planned_r: float) -> str:
     """joint_CONFIGURATION for the planned r, joint_CONFIGURATION_rR for another."""
     name = f"{JOINT_PREFIX}{configuration}"
     return name if math.isclose(r, planned_r) else f"{name}_r{r:g}"
+
+
+def planned_joint_name(plans: Plans) -> str | None:
+    """The name the plan's joint U-Net trains under (None when the plan has none): what `-c` selects it by."""
+    if plans.joint is None:
+        return None
+    return joint_name(plans.joint.configuration, plans.joint.hand_function_weight, plans.joint.hand_function_weight)
 
 
 def joint_job(fold: Fold, workspace: Workspace, labels: dict[str, int | None], r: float, planned_r: float,
