@@ -195,6 +195,9 @@ def _preprocess_arguments(p: argparse.ArgumentParser) -> None:
     dataset_argument(p)
     p.add_argument("--force", action="store_true", help="redo cases that are already preprocessed")
     p.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC pictures (faster)")
+    p.add_argument("--accept", nargs="+", metavar="CASE",
+                   help="accept the failed plausibility checks of these cases (or `all`) after looking at their QC "
+                        "pictures; recorded in accepted.json, and `autopipe train` then uses them")
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -203,7 +206,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     ws = workspace(args)
     root = resolve_dataset(args.dataset, ws.raw)
     result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
-                                qc=args.qc)
+                                qc=args.qc, accept=args.accept)
     print(result["table"])
     folder = result["folder"]
     print(f"{result['processed']} case(s) preprocessed, {result['skipped']} already done, "
@@ -214,11 +217,20 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     if args.debug:
         for case, details in result["tracebacks"].items():
             log.error("traceback of %s:\n%s", case, details)
+    if result["accepted_now"]:
+        print(f"accepted the failed checks of {', '.join(result['accepted_now'])} (recorded in "
+              f"{folder / 'accepted.json'})")
+    for case, checks in result["implausible"].items():
+        for message in checks.values():
+            log.error("%s: %s", case, message)
+    if result["implausible"]:
+        log.error("error: %d case(s) failed a plausibility check (above). Fix the cause and rerun, or, after looking "
+                  "at their QC pictures, accept them: %s", len(result["implausible"]),
+                  " ".join(filter(None, ["autopipe preprocess", args.dataset, "--accept", *result["implausible"]])))
     if result["failed"]:
         log.error("error: %d case(s) failed (reasons above); fix them and rerun: finished cases are kept",
                   len(result["failed"]))
-        return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_FAILED if result["failed"] or result["implausible"] else EXIT_OK
 
 
 # --- train -------------------------------------------------------------------------------------------
@@ -396,6 +408,8 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="without mirror test-time augmentation (8x faster in 3D, slightly less accurate)")
     p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best one present")
+    p.add_argument("--accept-implausible", action="store_true",
+                   help="predict cases whose preprocessing failed a plausibility check (with a warning)")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -411,7 +425,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     if has_images or not has_kspace:
         result = predict_folder(args.input, args.output, root, ws, configuration=args.configuration, folds=folds,
                                 device=choose_device(args.device), mirror=args.mirror,
-                                probabilities=args.probabilities, workers=args.workers, progress=not args.quiet)
+                                probabilities=args.probabilities, workers=args.workers, progress=not args.quiet,
+                                accept_implausible=args.accept_implausible)
         masks = [p for p in result["written"] if "probability" not in p.name and p.suffix != ".csv"]
         print(f"{len(masks)} case(s) predicted with {result['configuration']} (folds {', '.join(result['folds'])}) "
               f"-> {args.output}")

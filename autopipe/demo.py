@@ -115,8 +115,10 @@ def prepare_cohort(cohort: Path, ws: Workspace, cases: int, workers: int, seed: 
     _step(4, "preprocess: skull strip, N4, register to MNI152, resample, normalize (finished cases are kept)")
     pre = preprocess_dataset(cohort, ws, workers=workers)
     log.info("%s", pre["table"])
-    if pre["failed"]:
-        raise AutopipeError(f"{len(pre['failed'])} demo case(s) failed to preprocess (reasons above)",
+    if pre["failed"] or pre["implausible"]:
+        reasons = {**pre["failed"], **{c: "; ".join(checks.values()) for c, checks in pre["implausible"].items()}}
+        listing = "; ".join(f"{case}: {why}" for case, why in reasons.items())
+        raise AutopipeError(f"{len(reasons)} demo case(s) failed to preprocess ({listing})",
                             where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
     return pre["folder"]
 

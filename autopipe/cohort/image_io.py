@@ -80,6 +80,16 @@ def axcodes_of(affine: np.ndarray) -> str:
     return "".join(nib.aff2axcodes(affine))
 
 
+def to_ras(volume: Volume) -> Volume:
+    """The same image with array axes reordered and flipped to the closest RAS orientation (lossless)."""
+    orientation = nib.io_orientation(volume.affine)
+    if np.array_equal(orientation, [[0, 1], [1, 1], [2, 1]]):
+        return volume
+    data = nib.apply_orientation(volume.data, orientation)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(orientation, volume.shape[:3])
+    return Volume(np.ascontiguousarray(data), affine)
+
+
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[tuple[int, int], ...] | None:
     """[lo, hi) per axis of the non-zero voxels, widened by `margin` voxels and clipped; None if empty."""
     if not mask.any():

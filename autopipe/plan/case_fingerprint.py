@@ -1,14 +1,12 @@
-"""What the fingerprint measures in one case: geometry, crop, intensities, lesions, skull stripping, k-space.
+"""What the fingerprint measures in one case: geometry, crop, intensities, lesions, what the scan holds, k-space.
 
 `fingerprint_case` is a top-level function of a picklable job, so `parallel_map` can run it in worker
 processes; it returns its expected errors instead of raising, so one bad case never stops the rest.
 
-Skull-stripping rule (per case, on channel 0): the background value is the most common value on
-the volume's six faces; the head looks skull-stripped when at least 20% of all voxels equal it
-exactly. A scan of a head with skull has Rician noise in the air around it, so almost no voxel
-repeats the border value; a skull-stripped scan has a constant (usually zero) background outside
-the brain. The fraction, the background value, the crop ratio and the volume of the non-background
-region are recorded as evidence.
+What the scan holds (autopipe.anatomy.head_evidence, on the skull-stripping channel in RAS order):
+whether a whole brain is in view and whether the skull is still there, decided per case from the
+scanned object's size and from how much of it the brain extractor keeps. The same rule runs again
+in preprocessing, so the plan's summary and what preprocessing does agree case by case.
 """
 
 from __future__ import annotations
@@ -21,14 +19,15 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from autopipe.cohort.image_io import UnreadableImage, axcodes_of, bounding_box, read_volume, spacing_of
+from autopipe.anatomy.brain_extraction import extract_brain
+from autopipe.anatomy.foreground import otsu_threshold
+from autopipe.anatomy.head_evidence import head_evidence
+from autopipe.cohort.image_io import UnreadableImage, Volume, axcodes_of, bounding_box, read_volume, spacing_of, to_ras
 from autopipe.cohort.kspace_file import read_kspace, read_kspace_header
 from autopipe.mri.masks import calibration_region, effective_acceleration
 
 SAMPLES_PER_CASE = 10_000  # per channel and region; nnU-Net draws 1e8 over the cohort, percentiles need far fewer
 SAMPLING_SEED = 1234
-STRIPPED_MIN_BACKGROUND_FRACTION = 0.2
-OTSU_BINS = 256
 LESION_CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-connectivity
 
 
@@ -42,6 +41,7 @@ class CaseJob:
     kspace: Path | None
     lesion_labels: tuple[int, ...] = (1,)
     samples: int = SAMPLES_PER_CASE
+    strip_channel: int = 0  # the channel skull stripping would run on (T1 when there is one)
 
 
 @dataclass
@@ -77,7 +77,7 @@ def fingerprint_case(job: CaseJob) -> CaseResult:
     voxel_ml = math.prod(first.spacing) / 1000
     record["tissue_volume_ml"] = round(float(brain_masks[0].sum()) * voxel_ml, 1)  # channel 0 above Otsu
     record["lesions"] = lesion_stats(lesion, first.spacing) if label is not None else None
-    record["skull_stripping"] = skull_stripping_evidence(channels[0], voxel_ml, record["crop_ratio"])
+    record["head"] = scan_contents(volumes[job.strip_channel])
     if job.kspace is not None:
         record["kspace"] = kspace_summary(job.kspace)
     return CaseResult(job.case_id, record, foreground, brain)
@@ -101,23 +101,6 @@ def crop(head: np.ndarray) -> dict:
     return {"shape_after_crop": cropped, "crop_ratio": round(math.prod(cropped) / head.size, 4)}
 
 
-def otsu_threshold(values: np.ndarray) -> float:
-    """The threshold maximizing the between-class variance of a 256-bin histogram."""
-    values = values[np.isfinite(values)]
-    if values.size == 0 or values.min() == values.max():
-        return float(values.min()) if values.size else 0.0
-    counts, edges = np.histogram(values, bins=OTSU_BINS)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(counts * centres)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_low = sum_low / weight_low
-        mean_high = (sum_low[-1] - sum_low) / weight_high
-        between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.nanargmax(between[:-1])) + 1])
-
-
 def lesion_stats(lesion: np.ndarray, spacing: tuple[float, ...]) -> dict:
     """26-connected lesions: count, volumes (mm^3, largest first), smallest, largest, total load."""
     components, count = ndimage.label(lesion, structure=LESION_CONNECTIVITY)
@@ -128,15 +111,11 @@ def lesion_stats(lesion: np.ndarray, spacing: tuple[float, ...]) -> dict:
             "largest_mm3": volumes[0] if volumes else None, "total_mm3": round(sum(volumes), 2)}
 
 
-def skull_stripping_evidence(image: np.ndarray, voxel_ml: float, crop_ratio: float) -> dict:
-    """The rule in the module docstring, with the numbers it used."""
-    faces = np.concatenate([np.take(image, i, axis=a).ravel() for a in range(image.ndim) for i in (0, -1)])
-    values, counts = np.unique(faces, return_counts=True)
-    background = float(values[np.argmax(counts)])
-    fraction = float(np.mean(image == background))
-    return {"looks_stripped": fraction >= STRIPPED_MIN_BACKGROUND_FRACTION, "background_value": background,
-            "background_fraction": round(fraction, 4), "crop_ratio": crop_ratio,
-            "object_volume_ml": round(float(np.sum(image != background)) * voxel_ml, 1)}
+def scan_contents(volume: Volume) -> dict:
+    """Whole brain in view? Skull still there? With the evidence (autopipe.anatomy.head_evidence)."""
+    ras = to_ras(volume.with_data(np.asarray(volume.data, np.float32)))
+    evidence, _, _ = head_evidence(ras.data, ras.affine, extract_brain)
+    return evidence.to_plain()
 
 
 def kspace_summary(path: Path) -> dict:

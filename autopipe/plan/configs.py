@@ -28,10 +28,16 @@ OPTIMIZERS = {
 INITIAL_LR = {"sgd": 1e-2, "adam": 1e-3}  # each optimizer's usual starting rate
 NETWORKS = {"PlainConvUNet": "nnU-Net's plain U-Net: 2 convs per stage, InstanceNorm, LeakyReLU, strided convs"}
 SKULL_STRIP_METHODS = {
-    "none": "the heads are already skull-stripped: the brain is the non-zero region",
+    "auto": "per case from evidence: deepbet for heads with skull, the given brain for stripped ones, the non-zero "
+            "region for scans that hold no whole brain (autopipe.anatomy.head_evidence)",
+    "none": "every case as it is: the brain is the non-zero region (stripped heads, or scans that are not heads)",
     "deepbet": "deepbet, a learned extractor (weights ship in its wheel; trained on T1, measured on FLAIR too)",
 }
 BIAS_FIELD_METHODS = {"n4": "N4 bias-field correction fitted inside the brain mask", "none": "no correction (CT)"}
+FIELDS_OF_VIEW = {
+    "whole_brain": "every scan holds a whole brain: stripping, N4, registration to the template",
+    "partial": "some scans hold no whole brain (crops): native space, no registration, like nnU-Net",
+}
 SPACES = {
     "template": "the template's axes at the target spacing: heads aligned and scaled alike (affine registration)",
     "native": "the scan's own anatomy, axes reordered to RAS, at the target spacing (nnU-Net's way)",
@@ -195,6 +201,7 @@ class PreprocessingPlan:
     target_spacing: tuple[float, float, float]
     normalization: tuple[Annotated[str, Choice(NORMALIZATIONS)], ...]
     lesion_labels: tuple[int, ...]
+    field_of_view: Annotated[str, Choice(FIELDS_OF_VIEW)] = "whole_brain"
     coregistration: Annotated[str, Choice(TRANSFORMS)] = "Rigid"
     registration_spacing_mm: float = 2.0
     registration_seed: int = 12345
@@ -221,6 +228,9 @@ class PreprocessingPlan:
               f"got {len(self.normalization)}")
         check(0 <= self.skull_strip_channel < len(self.bias_field), "skull_strip_channel",
               f"a channel index 0-{len(self.bias_field) - 1} expected, got {self.skull_strip_channel}")
+        check(self.field_of_view == "whole_brain" or self.space == "native", "space",
+              "scans that hold no whole brain (field_of_view partial) cannot be registered to the brain template: "
+              "use native")
         check(self.coregistration != "SyN", "coregistration",
               "channels of one session are co-registered with Rigid or Affine, not SyN")
         for name in ("image_order", "label_order"):

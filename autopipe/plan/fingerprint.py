@@ -3,7 +3,8 @@
 Written to plans/DATASET/fingerprint.json. Besides nnU-Net's fingerprint (spacing, cropped shape,
 crop ratio, foreground intensity statistics per channel) it holds what a lesion pipeline needs:
 brain-region intensity statistics (lesions are too small to normalize by), lesion statistics,
-whether the heads look skull-stripped, the k-space acquisition and the clinical label balance.
+what each scan holds (a whole brain? the skull still there?), the k-space acquisition and the clinical
+label balance.
 Geometry is also given in RAS axis order (`spacing_ras`, `shape_after_crop_ras`), the orientation
 every case has after registration to the template, which is what the planner plans for.
 """
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from autopipe.anatomy.head_evidence import STRIPPED_MIN_SHARE
 from autopipe.cohort.clinical import read_hand_function
 from autopipe.cohort.dataset import DatasetSpec
 from autopipe.errors import AutopipeError
-from autopipe.plan.case_fingerprint import STRIPPED_MIN_BACKGROUND_FRACTION, CaseJob, CaseResult, fingerprint_case
+from autopipe.plan.case_fingerprint import CaseJob, CaseResult, fingerprint_case
+from autopipe.plan.preprocessing import skull_strip_channel
 from autopipe.progress import parallel_map
 
 LESION_WORDS = ("lesion", "wmh", "pvl", "plaque", "hyperintens")
@@ -36,8 +39,10 @@ def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: int = 1
         raise AutopipeError("no training cases found in imagesTr", where=str(spec.root),
                             fix="add CASE_0000 images (see raw_data/README.md); `autopipe check` lists problems")
     lesion_labels = lesion_label_values(spec.labels)
+    strip_channel, _ = skull_strip_channel([spec.channel_names[k] for k in sorted(spec.channel_names)])
     jobs = [CaseJob(case, tuple(spec.image_path(case, ch) for ch in spec.channel_names),
-                    spec.label_path(case), spec.kspace_path(case), lesion_labels) for case in case_ids]
+                    spec.label_path(case), spec.kspace_path(case), lesion_labels, strip_channel=strip_channel)
+            for case in case_ids]
     results: list[CaseResult] = parallel_map(fingerprint_case, jobs, workers, "fingerprint", enabled=progress)
     failed = [r for r in results if r.error]
     if failed:
@@ -56,7 +61,7 @@ def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: int = 1
                              "brain": intensity_stats([r.brain[ch] for r in results])}
                       for ch, name in spec.channel_names.items()},
         "lesions": cohort_lesions(cases),
-        "skull_stripped": cohort_skull_stripping(cases),
+        "anatomy": cohort_anatomy(cases),
         "kspace": cohort_kspace(cases) if spec.kspace is not None else None,
         "clinical": clinical_balance(spec, case_ids),
         "cases": cases,
@@ -109,15 +114,20 @@ def cohort_lesions(cases: dict[str, dict]) -> dict | None:
     }
 
 
-def cohort_skull_stripping(cases: dict[str, dict]) -> dict:
-    """The heads count as skull-stripped when at least half of the cases look stripped."""
-    looks = [r["skull_stripping"]["looks_stripped"] for r in cases.values()]
+def cohort_anatomy(cases: dict[str, dict]) -> dict:
+    """Per-case decisions of what each scan holds, counted: which cases hold no whole brain, which need stripping."""
+    heads = {case: r["head"] for case, r in cases.items()}
+    partial = sorted(c for c, h in heads.items() if not h["whole_brain"])
+    strip = sorted(c for c, h in heads.items() if h["needs_strip"])
     return {
-        "value": sum(looks) * 2 >= len(looks),
-        "cases_looking_stripped": sum(looks),
-        "cases": len(looks),
-        "rule": f">= {STRIPPED_MIN_BACKGROUND_FRACTION:.0%} of voxels equal the most common border value "
-                "(constant background; heads with skull have noise there); majority of cases",
+        "cases": len(heads),
+        "whole_brain_cases": len(heads) - len(partial),
+        "partial_cases": partial,
+        "needs_strip_cases": strip,
+        "stripped_cases": sorted(c for c, h in heads.items() if h["whole_brain"] and not h["needs_strip"]),
+        "rule": "per case (autopipe.anatomy.head_evidence): a whole brain is in view when the scanned object is at "
+                "least half the template brain's size on every axis; the skull is still there when the brain "
+                f"extractor keeps less than {STRIPPED_MIN_SHARE:.0%} of the scanned object",
     }
 
 

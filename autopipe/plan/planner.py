@@ -22,7 +22,7 @@ from autopipe.plan.fingerprint import fingerprint_dataset
 from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
 from autopipe.plan.plans_file import dumps_plans, format_json, save_plans
-from autopipe.plan.preprocessing import TEMPLATE, plan_preprocessing, preprocessing_space
+from autopipe.plan.preprocessing import TEMPLATE, plan_preprocessing, preprocessing_space, whole_brain_cohort
 from autopipe.plan.segmentation import fullres_spacing, plan_segmentation
 from autopipe.plan.splits import make_splits
 from autopipe.plan.time_budget import default_budget
@@ -92,8 +92,9 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         raise AutopipeError("dataset.json declares no foreground label", fix='add one, e.g. "lesion": 1')
     geometry = fingerprint["geometry"]
     spacings, shapes = np.array(geometry["spacing_ras"]), np.array(geometry["shape_after_crop_ras"])
+    whole_brain = whole_brain_cohort(fingerprint["anatomy"])
     segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
-                                     budget, training_extent(spacings, shapes))
+                                     budget, training_extent(spacings, shapes, whole_brain))
     channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
     hand = plan_hand_function(fingerprint["clinical"], list(segmentation.configurations))
     multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget)
@@ -103,8 +104,8 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         budget=budget,
         transpose_forward=segmentation.transpose_forward,
         configurations=segmentation.configurations,
-        preprocessing=plan_preprocessing(channels, fingerprint["skull_stripped"], segmentation.target_spacing,
-                                         lesion_labels, fingerprint["labels"]),
+        preprocessing=plan_preprocessing(channels, fingerprint["anatomy"], segmentation.target_spacing,
+                                         lesion_labels, fingerprint["labels"], geometry["median_crop_ratio"]),
         reconstruction=plan_reconstruction(fingerprint["kspace"], hardware, budget,
                                            like_multitask=multitask is not None),
         multitask=multitask,
@@ -114,11 +115,12 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
     )
 
 
-def training_extent(spacings: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray, str] | None:
+def training_extent(spacings: np.ndarray, shapes: np.ndarray, whole_brain: bool = True
+                    ) -> tuple[np.ndarray, str] | None:
     """What the network will see, in mm, when preprocessing registers cases to the template: the template's
     brain box plus the crop margin (the same for every case). None in native space: the cases' own extent."""
     target, _ = fullres_spacing(spacings, shapes)
-    if preprocessing_space(tuple(target)) != "template":
+    if preprocessing_space(tuple(target), whole_brain) != "template":
         return None
     margin = PreprocessingPlan.crop_margin_mm  # the default, declared once on the dataclass
     extent = brain_extent_mm(TEMPLATE) + 2 * margin
@@ -146,13 +148,15 @@ def patient_ids(spec: DatasetSpec) -> dict[str, str] | None:
 def summarize(plans: Plans, fingerprint: dict, splits_how: str, out_dir: Path) -> str:
     """A few lines for the terminal: what was chosen and how long training will take."""
     hw, budget = plans.hardware, plans.budget
-    stripped = fingerprint["skull_stripped"]
+    anatomy = fingerprint["anatomy"]
     hours = "nnU-Net's full schedule" if budget.hours_per_fold is None else f"{budget.hours_per_fold:g} h"
     channels = ", ".join(fingerprint["channel_names"].values())
     lines = [
-        f"{plans.dataset}: {fingerprint['num_cases']} cases, channels {channels}, "
-        f"skull-stripped: {'yes' if stripped['value'] else 'no'} "
-        f"({stripped['cases_looking_stripped']}/{stripped['cases']})",
+        f"{plans.dataset}: {fingerprint['num_cases']} cases, channels {channels}; whole brain in view "
+        f"{anatomy['whole_brain_cases']}/{anatomy['cases']}, heads with skull {len(anatomy['needs_strip_cases'])}, "
+        f"already stripped {len(anatomy['stripped_cases'])}",
+        f"preprocessing: skull strip {plans.preprocessing.skull_strip}, {plans.preprocessing.space} space, "
+        f"bias field {'/'.join(plans.preprocessing.bias_field)}",
         f"device {hw.device}, memory target {hw.memory_gb:g} GB, {hw.throughput_gflops:g} GFLOP/s; "
         f"budget {hours} per configuration and fold",
     ]

@@ -27,6 +27,7 @@ from autopipe.predict.hand_function import CSV_FILE as HAND_CSV
 from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
+from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
 from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
 from autopipe.preprocess.storage import case_paths, plan_digest, read_case
@@ -98,7 +99,7 @@ def min_lesion_volume(configuration_dir: Path) -> float:
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
                    configuration: str | None = None, folds: list[str] | None = None, device: torch.device,
                    mirror: bool = True, probabilities: bool = False, workers: int = 1,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, accept_implausible: bool = False) -> dict:
     """Predict every case in `input_dir` into `output_dir`; returns {"written": [...], "failed": {case: why}}."""
     input_dir, output_dir = input_dir.expanduser().resolve(), output_dir.expanduser().resolve()
     if output_dir == input_dir or output_dir.is_relative_to(input_dir):
@@ -125,9 +126,18 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
                             enabled=progress)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
+    for outcome in outcomes:
+        checks = failed_checks(outcome.properties)
+        if checks and not accept_implausible:
+            failed[outcome.case_id] = (f"preprocessing gave an implausible result: {'; '.join(checks.values())} "
+                                       "(to predict it anyway, add --accept-implausible)")
+        elif checks:
+            log.warning("%s: predicted although preprocessing failed a check: %s", outcome.case_id,
+                        "; ".join(checks.values()))
     hand = _hand_setup(workspace, spec.name, name, models, device)
     scores: dict[str, float] = {}
-    for outcome in track([o for o in outcomes if not o.error], len(outcomes) - len(failed), "predict", progress):
+    for outcome in track([o for o in outcomes if o.case_id not in failed], len(outcomes) - len(failed), "predict",
+                         progress):
         job = jobs[outcome.case_id]
         image = read_case(case_paths(scratch, job.case_id)[0], ("image",))["image"]
         probability = predict_probability(models, image, device, mirror=mirror)

@@ -2,8 +2,8 @@
 
 read + reorient -> co-register channels -> skull strip -> N4 -> register to template -> resample onto
 the training grid -> normalize -> write (arrays, properties, transforms, QC). Every step is a function
-of its own module; this one only wires them and records what each did and how long it took. The raw
-files are only read.
+of its own module; this one only wires them and records what each did and how long it took, and
+what autopipe.preprocess.plausibility finds implausible in the results. The raw files are only read.
 """
 
 from __future__ import annotations
@@ -18,21 +18,22 @@ from pathlib import Path
 import numpy as np
 
 from autopipe import __version__
-from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume
+from autopipe.anatomy.foreground import border_share
+from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume, to_ras
 from autopipe.cohort.problem import dims
-from autopipe.files import write_json
+from autopipe.files import to_plain, write_json
 from autopipe.plan.configs import PreprocessingPlan
-from autopipe.preprocess import qc
+from autopipe.preprocess import plausibility, qc
 from autopipe.preprocess.bias_field import n4_correct
-from autopipe.preprocess.geometry import Grid, resampled_grid, to_ras
+from autopipe.preprocess.geometry import Grid, resampled_grid
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
 from autopipe.preprocess.registration import Registration, apply, register
-from autopipe.preprocess.skull_strip import brain_mask
+from autopipe.preprocess.skull_strip import StripResult, strip_skull
 from autopipe.preprocess.storage import FORMAT_VERSION, case_paths, write_case_arrays
 from autopipe.templates import load_template, nearest_resolution
 
-MIN_BRAIN_ML = 100.0  # smaller "brains" are failed strips (a neonate's brain is ~350 ml)
+MIN_BRAIN_ML = 1.0  # below this no step after stripping can run; implausible volumes above it are findings
 GRID_TOLERANCE_MM = 1e-3
 
 
@@ -84,14 +85,16 @@ def preprocess_case(job: CaseJob) -> dict:
     with timer("coregister"):
         aligned, coregistrations = _coregister(job, channels)
     with timer("skull_strip"):
-        brain = brain_mask(aligned[plan.skull_strip_channel], plan.skull_strip)
+        stripped = strip_skull(aligned[plan.skull_strip_channel], reference.affine, plan.skull_strip)
+        brain = stripped.brain
         _check_brain(job, brain, reference)
     with timer("bias_field"):
-        corrected = [n4_correct(a, brain, reference.spacing, shrink=plan.n4_shrink_factor,
-                                iterations=plan.n4_iterations, tolerance=plan.n4_tolerance)[0]
-                     if method == "n4" else a for a, method in zip(aligned, plan.bias_field, strict=True)]
-    with timer("register"):
-        to_template, registration_dice = _register_to_template(job, reference.with_data(corrected[0] * brain), brain)
+        corrected, bias_ranges = _correct_bias(job, aligned, brain, reference)
+    to_template, registration_dice = None, None
+    if plan.field_of_view == "whole_brain":
+        with timer("register"):
+            to_template, registration_dice = _register_to_template(job, reference.with_data(corrected[0] * brain),
+                                                                   brain)
     with timer("resample"):
         full, box, grid, transforms = _training_grid(job, reference.with_data(brain.astype(np.float32)), to_template)
         images = np.stack([apply(reference.with_data(c), grid, transforms, plan.image_order, job.out_dir / "transforms")
@@ -112,6 +115,8 @@ def preprocess_case(job: CaseJob) -> dict:
         with timer("kspace"):
             kspace = _prepare_kspace(job, stored_label)
     voxel_ml = math.prod(reference.spacing) / 1000
+    measured = _measurements(plan, stripped, bias_ranges, registration_dice, label, voxel_ml)
+    found = plausibility.findings(measured)
     properties = {
         "format_version": FORMAT_VERSION,
         "autopipe_version": __version__,
@@ -128,7 +133,7 @@ def preprocess_case(job: CaseJob) -> dict:
         "grid": grid.to_plain(),
         "transforms": {
             "folder": "transforms",
-            "to_template": to_template.to_plain(),
+            "to_template": None if to_template is None else to_template.to_plain(),
             "to_grid": list(transforms),
             "channels_to_channel0": {str(k): r.to_plain() for k, r in coregistrations.items()},
         },
@@ -136,7 +141,10 @@ def preprocess_case(job: CaseJob) -> dict:
         "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 2),
         "lesion_volume_ml": None if label is None else round(float(label.sum()) * voxel_ml, 3),
         "lesion_voxels_in_grid": lesion_voxels if label is not None else None,
-        "registration_dice": round(registration_dice, 4),
+        "registration_dice": None if registration_dice is None else round(registration_dice, 4),
+        "anatomy": {**stripped.evidence.to_plain(), "stripped_with": stripped.stripped_with},
+        "plausibility": {"measurements": to_plain(measured), "findings": [f.to_plain() for f in found],
+                         "failed": any(f.severity == "fail" for f in found)},
         "normalization": statistics,
         "kspace": kspace,
         "timings": timer.seconds,
@@ -191,9 +199,43 @@ def _check_brain(job: CaseJob, brain: np.ndarray, reference: Volume) -> None:
     volume_ml = float(brain.sum()) * math.prod(reference.spacing) / 1000
     if volume_ml < MIN_BRAIN_ML:
         what = "the non-zero region" if job.plan.skull_strip == "none" else "skull stripping"
-        raise CaseError(f"{job.images[job.plan.skull_strip_channel].name}: {what} found only {volume_ml:.0f} ml of "
-                        f"brain (at least {MIN_BRAIN_ML:.0f} ml expected); check the image, or set "
+        raise CaseError(f"{job.images[job.plan.skull_strip_channel].name}: {what} found only {volume_ml:.1f} ml of "
+                        f"brain (at least {MIN_BRAIN_ML:.0f} ml needed to go on); check the image, or set "
                         "preprocessing.skull_strip in plans.json")
+
+
+def _correct_bias(job: CaseJob, aligned: list[np.ndarray], brain: np.ndarray, reference: Volume
+                  ) -> tuple[list[np.ndarray], tuple[float | None, ...]]:
+    """N4 per channel where planned: (corrected channels, the field's range inside the brain, None if not run)."""
+    plan, corrected, ranges = job.plan, [], []
+    for image, method in zip(aligned, plan.bias_field, strict=True):
+        if method != "n4":
+            corrected.append(image)
+            ranges.append(None)
+            continue
+        fixed, field = n4_correct(image, brain, reference.spacing, shrink=plan.n4_shrink_factor,
+                                  iterations=plan.n4_iterations, tolerance=plan.n4_tolerance)
+        corrected.append(fixed)
+        ranges.append(round(plausibility.bias_field_range(field, brain), 3) if np.isfinite(fixed).all()
+                      else float("inf"))
+    return corrected, tuple(ranges)
+
+
+def _measurements(plan: PreprocessingPlan, stripped: StripResult, bias_ranges: tuple[float | None, ...],
+                  registration_dice: float | None, label: np.ndarray | None,
+                  voxel_ml: float) -> plausibility.Measurements:
+    brain, evidence = stripped.brain, stripped.evidence
+    lesion_ml = outside = None
+    if label is not None:
+        lesion = label > 0
+        lesion_ml = round(float(lesion.sum()) * voxel_ml, 3)
+        outside = round(float((lesion & ~brain).sum()) / max(1, int(lesion.sum())), 4) if lesion.any() else None
+    return plausibility.Measurements(
+        whole_brain=evidence.whole_brain, method=plan.skull_strip, stripped_with=stripped.stripped_with,
+        decision=evidence.reason, brain_ml=round(float(brain.sum()) * voxel_ml, 2),
+        foreground_ml=evidence.foreground_ml, brain_on_border=round(border_share(brain), 5),
+        bias_field_range=bias_ranges, registration_dice=registration_dice, lesion_ml=lesion_ml,
+        lesion_outside_brain=outside)
 
 
 def _register_to_template(job: CaseJob, brain_image: Volume, brain: np.ndarray) -> tuple[Registration, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 
 from autopipe.cohort.image_io import Volume, spacing_of
@@ -61,16 +60,6 @@ def resampled_grid(grid: Grid, spacing: tuple[float, ...]) -> Grid:
     affine[:3, :3] = directions * new
     affine[:3, 3] = corner + directions @ (new / 2)
     return Grid(shape, affine)
-
-
-def to_ras(volume: Volume) -> Volume:
-    """The same image with array axes reordered and flipped to the closest RAS orientation (lossless)."""
-    orientation = nib.io_orientation(volume.affine)
-    if np.array_equal(orientation, [[0, 1], [1, 1], [2, 1]]):
-        return volume
-    data = nib.apply_orientation(volume.data, orientation)
-    affine = volume.affine @ nib.orientations.inv_ornt_aff(orientation, volume.shape[:3])
-    return Volume(np.ascontiguousarray(data), affine)
 
 
 def to_ants(volume: Volume, dtype: type = np.float32):

@@ -1,44 +1,48 @@
-"""The preprocessing report: per-case timings and volumes, with outliers flagged for a look at the QC picture.
+"""The preprocessing report: per-case timings and volumes, failed checks and flags for a look at the QC picture.
 
-A brain volume far from the cohort's median usually means a failed skull strip (a leak into the
-orbits or scalp, or a clipped cerebellum); a low overlap between the registered brain mask and the
-template's means a failed registration. Both are flagged, never corrected silently.
+Each case carries its own plausibility findings (autopipe.preprocess.plausibility: failed checks with
+their cause, and flags). Beside them, the cohort itself is a reference: a brain volume far from the
+cohort's median usually means a failed skull strip (a leak into the orbits or scalp, or a clipped
+cerebellum). Nothing is corrected silently.
 """
 
 from __future__ import annotations
 
 import statistics
 
+from autopipe.preprocess.acceptance import failed_checks, is_accepted
+
 BRAIN_VOLUME_TOLERANCE = 0.25  # relative to the cohort median; adult brains vary by about +-15%
 MIN_CASES_FOR_MEDIAN = 3
-MIN_REGISTRATION_DICE = 0.90  # Affine to MNI typically reaches 0.95-0.97 on the warped brain mask
 
 
 def case_flags(record: dict, median_brain_ml: float | None) -> list[str]:
-    """Why a case deserves a look (empty when nothing is unusual)."""
-    flags = []
+    """Why a case deserves a look, failed checks aside (empty when nothing is unusual)."""
+    flags = [f["message"] for f in record.get("plausibility", {}).get("findings", []) if f["severity"] == "flag"]
     brain = record.get("brain_volume_ml")
     if median_brain_ml and brain is not None:
         change = brain / median_brain_ml - 1
         if abs(change) > BRAIN_VOLUME_TOLERANCE:
             flags.append(f"brain volume {abs(change):.0%} {'above' if change > 0 else 'below'} the cohort median "
                          f"({brain:.0f} vs {median_brain_ml:.0f} ml): check the skull strip")
-    dice = record.get("registration_dice")
-    if dice is not None and dice < MIN_REGISTRATION_DICE:
-        flags.append(f"brain overlaps the template's by only {dice:.2f} (Dice) after registration: check the "
-                     "registration")
     return flags
 
 
-def build_report(records: list[dict], failures: dict[str, str]) -> dict:
-    """Rows for every finished case (flags included), failures, and the cohort's summary figures."""
+def build_report(records: list[dict], failures: dict[str, str], accepted: dict[str, dict] | None = None) -> dict:
+    """Rows for every finished case (failed checks, acceptance and flags included), failures, and the cohort's
+    summary figures. `accepted` is accepted.json (autopipe.preprocess.acceptance)."""
+    accepted = accepted or {}
     brains = [r["brain_volume_ml"] for r in records if r.get("brain_volume_ml") is not None]
     median = statistics.median(brains) if len(brains) >= MIN_CASES_FOR_MEDIAN else None
     rows = []
     for record in sorted(records, key=lambda r: r["case"]):
         rows.append({"case": record["case"], "seconds": record["seconds"], "timings": record["timings"],
                      "brain_volume_ml": record["brain_volume_ml"], "lesion_volume_ml": record["lesion_volume_ml"],
-                     "registration_dice": record["registration_dice"], "flags": case_flags(record, median)})
+                     "registration_dice": record["registration_dice"],
+                     "stripped_with": record.get("anatomy", {}).get("stripped_with"),
+                     "failed_checks": (checks := failed_checks(record)),
+                     "accepted": bool(checks) and is_accepted(accepted, record["case"], checks),
+                     "flags": case_flags(record, median)})
     steps = list(dict.fromkeys(step for r in rows for step in r["timings"]))  # in the order the steps ran
     return {
         "cases": rows,
@@ -47,6 +51,8 @@ def build_report(records: list[dict], failures: dict[str, str]) -> dict:
             "finished": len(rows),
             "failed": len(failures),
             "flagged": sum(bool(r["flags"]) for r in rows),
+            "failed_checks": sum(bool(r["failed_checks"]) and not r["accepted"] for r in rows),
+            "accepted": sum(r["accepted"] for r in rows),
             "median_brain_volume_ml": median,
             "mean_seconds_per_step": {s: round(statistics.fmean(r["timings"].get(s, 0.0) for r in rows), 2)
                                       for s in steps} if rows else {},
@@ -55,21 +61,29 @@ def build_report(records: list[dict], failures: dict[str, str]) -> dict:
         "definitions": {
             "brain_volume_ml": "voxels in the brain mask x voxel volume, in the native scan",
             "lesion_volume_ml": "voxels labelled lesion x voxel volume, in the native scan",
-            "registration_dice": "Dice of the registered brain mask with the template's brain mask (2 mm)",
-            "flags": f"brain volume more than {BRAIN_VOLUME_TOLERANCE:.0%} from the cohort median (>= "
-                     f"{MIN_CASES_FOR_MEDIAN} cases), or registration Dice below {MIN_REGISTRATION_DICE}",
+            "registration_dice": "Dice of the registered brain mask with the template's brain mask (2 mm); null when "
+                                 "the case is not registered (no whole brain in view)",
+            "stripped_with": "what made the brain mask: deepbet, or none (the scan's own brain or non-zero region)",
+            "failed_checks": "plausibility checks the case failed, with the likely cause and the fix "
+                             "(autopipe.preprocess.plausibility); the command fails until fixed or accepted",
+            "accepted": "the failed checks were accepted with `autopipe preprocess --accept` (accepted.json)",
+            "flags": f"plausibility flags, and brain volume more than {BRAIN_VOLUME_TOLERANCE:.0%} from the cohort "
+                     f"median (>= {MIN_CASES_FOR_MEDIAN} cases)",
         },
     }
 
 
 def format_table(report: dict) -> str:
     """The report as a terminal table: one line per case, then the failures and the mean step times."""
-    header = f"{'case':<14}{'brain ml':>9}{'lesion ml':>10}{'reg Dice':>9}{'seconds':>9}  flags"
+    header = f"{'case':<14}{'brain ml':>9}{'lesion ml':>10}{'reg Dice':>9}{'seconds':>9}  {'strip':<8} flags"
     lines = [header, "-" * len(header)]
     for row in report["cases"]:
         lesion = "-" if row["lesion_volume_ml"] is None else f"{row['lesion_volume_ml']:.2f}"
-        lines.append(f"{row['case']:<14}{row['brain_volume_ml']:>9.0f}{lesion:>10}{row['registration_dice']:>9.3f}"
-                     f"{row['seconds']:>9.1f}  {'; '.join(row['flags'])}")
+        dice = "-" if row["registration_dice"] is None else f"{row['registration_dice']:.3f}"
+        state = "accepted: " if row["accepted"] else "IMPLAUSIBLE: " if row["failed_checks"] else ""
+        notes = "; ".join([*row["failed_checks"].values(), *row["flags"]])
+        lines.append(f"{row['case']:<14}{row['brain_volume_ml']:>9.0f}{lesion:>10}{dice:>9}{row['seconds']:>9.1f}  "
+                     f"{row['stripped_with'] or '-':<8} {state}{notes}")
     for case, reason in report["failed"].items():
         lines.append(f"{case:<14}{'FAILED':>9}  {reason}")
     summary = report["summary"]

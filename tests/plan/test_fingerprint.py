@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from autopipe.anatomy.head_evidence import head_evidence
 from autopipe.cohort.dataset import load_dataset, training_case_ids
 from autopipe.cohort.image_io import Volume, write_volume
 from autopipe.plan.case_fingerprint import CaseJob, fingerprint_case, measured_calibration, otsu_threshold
@@ -65,7 +66,8 @@ def test_clinical_balance(cohort):
     assert clinical["labels"]["case_001"] == 1
 
 
-def _head(tmp_path, name, stripped):
+def _small_head(tmp_path, name, stripped):
+    """A 40x48x40 mm 'head': too small to hold a whole brain, whatever its background."""
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in (40, 48, 40)], indexing="ij"))
     radius = np.sqrt((grid**2).sum(0))
@@ -80,28 +82,65 @@ def _head(tmp_path, name, stripped):
     return fingerprint_case(CaseJob(name, (path,), None, None))
 
 
-def test_skull_stripped_heads_are_recognized(tmp_path):
-    stripped = _head(tmp_path, "stripped", stripped=True).record
-    head = _head(tmp_path, "head", stripped=False).record
-    assert stripped["skull_stripping"]["looks_stripped"] is True
-    assert stripped["skull_stripping"]["background_value"] == 0.0
-    assert stripped["crop_ratio"] < 0.5
-    assert head["skull_stripping"]["looks_stripped"] is False
-    assert head["skull_stripping"]["background_fraction"] < 0.01
-    assert head["crop_ratio"] == 1.0
+def test_a_crop_holds_no_whole_brain_and_is_neither_stripped_nor_extracted(tmp_path):
+    for stripped in (True, False):
+        record = _small_head(tmp_path, f"small_{stripped}", stripped=stripped).record
+        head = record["head"]
+        assert head["whole_brain"] is False and head["needs_strip"] is False
+        assert head["extractor_ml"] is None  # the extractor never ran
+        assert "smaller than any whole brain" in head["reason"]
+        assert max(head["extent_mm"]) <= 48
 
 
-def test_preprocessing_strips_only_unstripped_heads():
-    def plan(stripped, channels):
-        evidence = {"value": stripped, "cases_looking_stripped": 3 if stripped else 0, "cases": 3}
-        return plan_preprocessing(channels, evidence, (1.0, 1.0, 1.0), (1,), {"background": 0, "lesion": 1})
+def _ball(radius_mm: float, spacing: float = 2.0, size: int = 110) -> tuple[np.ndarray, np.ndarray]:
+    axis = (np.arange(size) - size / 2) * spacing
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    return np.sqrt(x**2 + y**2 + z**2) < radius_mm, np.diag([spacing] * 3 + [1.0])
 
-    assert plan(True, {0: "FLAIR"}).skull_strip == "none"
-    assert plan(False, {0: "FLAIR"}).skull_strip == "deepbet"
-    assert plan(False, {0: "FLAIR"}).skull_strip_channel == 0
-    assert plan(False, {0: "FLAIR", 1: "T1"}).skull_strip_channel == 1
-    assert plan(False, {0: "FLAIR", 1: "T1"}).skull_strip == "deepbet"
-    assert plan(True, {0: "FLAIR", 1: "T1"}).normalization == ("zscore_brain", "zscore_brain")
+
+def test_the_extractors_share_of_the_object_decides_stripping():
+    head, affine = _ball(90.0)
+    inner, _ = _ball(65.0)  # (65/90)^3 = 0.38 of the head: like a real brain in its head
+    image = np.where(head, 100.0, 0.0).astype(np.float32)  # zero outside, as converters write heads
+    evidence, foreground, brain = head_evidence(image, affine, lambda _: inner)
+    assert evidence.whole_brain and evidence.needs_strip
+    assert evidence.extractor_share == pytest.approx(0.38, abs=0.02)
+    assert np.array_equal(brain, inner) and foreground.sum() == head.sum()
+    stripped, _, _ = head_evidence(np.where(inner, 100.0, 0.0).astype(np.float32), affine, lambda _: inner)
+    assert stripped.whole_brain and not stripped.needs_strip and stripped.extractor_share == pytest.approx(1.0)
+    assert "already skull-stripped" in stripped.reason and "a head with skull" in evidence.reason
+
+
+def test_the_object_is_found_above_noise_and_constant_backgrounds():
+    head, affine = _ball(90.0)
+    rng = np.random.default_rng(1)
+    noisy = np.where(head, 100.0 + rng.normal(0, 5, head.shape), np.abs(rng.normal(0, 4, head.shape)))
+    constant = np.where(head, 100.0, 7.0)
+    for image in (noisy, constant):
+        found = head_evidence(image.astype(np.float32), affine, lambda _: head)[1]
+        assert abs(int(found.sum()) - int(head.sum())) < 0.01 * head.sum()
+
+
+def test_preprocessing_follows_what_the_scans_hold():
+    def anatomy(whole, strip, n=3):
+        return {"cases": n, "whole_brain_cases": whole, "partial_cases": [f"c{i}" for i in range(n - whole)],
+                "needs_strip_cases": [f"c{i}" for i in range(strip)], "stripped_cases": [], "rule": "rule"}
+
+    def plan(evidence, channels, crop_ratio=1.0):
+        return plan_preprocessing(channels, evidence, (1.0, 1.0, 1.0), (1,), {"background": 0, "lesion": 1},
+                                  crop_ratio)
+
+    heads = plan(anatomy(3, 3), {0: "FLAIR", 1: "T1"})
+    assert heads.skull_strip == "auto" and heads.skull_strip_channel == 1 and heads.space == "template"
+    assert heads.bias_field == ("n4", "n4") and heads.field_of_view == "whole_brain"
+    assert plan(anatomy(3, 0), {0: "FLAIR"}).skull_strip == "auto"  # stripped cohorts too: a new case may not be
+    crops = plan(anatomy(0, 0), {0: "MRI"})
+    assert (crops.skull_strip, crops.space, crops.bias_field, crops.field_of_view) == ("none", "native", ("none",),
+                                                                                      "partial")
+    assert crops.normalization == ("zscore",)  # nnU-Net: all voxels when cropping keeps >= 75%
+    assert plan(anatomy(0, 0), {0: "MRI"}, crop_ratio=0.5).normalization == ("zscore_brain",)
+    mixed = plan(anatomy(2, 2), {0: "T1"})
+    assert mixed.space == "native" and mixed.skull_strip == "auto" and "c0" in mixed.reasons["field_of_view"]
 
 
 def test_unreadable_case_is_reported_not_raised(tmp_path):

@@ -16,8 +16,10 @@ FINGERPRINT = {
     "channel_names": {"0": "FLAIR", "1": "T1"},
     "labels": {"background": 0, "lesion": 1},
     "lesion_labels": [1],
-    "geometry": {"spacing_ras": [[1.0, 1.0, 1.0]] * 10, "shape_after_crop_ras": [[140, 170, 140]] * 10},
-    "skull_stripped": {"value": False, "cases_looking_stripped": 0, "cases": 10},
+    "geometry": {"spacing_ras": [[1.0, 1.0, 1.0]] * 10, "shape_after_crop_ras": [[140, 170, 140]] * 10,
+                 "median_crop_ratio": 0.9},
+    "anatomy": {"cases": 10, "whole_brain_cases": 10, "partial_cases": [], "stripped_cases": [],
+                "needs_strip_cases": [f"case_{i}" for i in range(10)], "rule": "the rule"},
     "kspace": {"cases": 10, "coils": 8, "matrix": [160, 160], "slices_per_case": 12, "total_slices": 120,
                "mask_types": {"poisson": 10}, "fully_sampled": True, "effective_acceleration_median": 7.6,
                "calibration_size_median": 12.0, "with_segmentation": 10},
@@ -68,7 +70,8 @@ def test_optional_components_planned_from_the_data(plans):
     assert plans.multitask is not None
     assert plans.hand_function.class_weight == "balanced"  # 3 of 10 impaired
     assert plans.joint.hand_function_weight == 0.1
-    assert plans.preprocessing.skull_strip == "deepbet"  # a T1 channel, heads not stripped
+    assert plans.preprocessing.skull_strip == "auto"  # decided per case; the heads need it
+    assert plans.preprocessing.skull_strip_channel == 1  # the T1 channel
 
 
 def test_edit_is_honoured(path):
@@ -138,7 +141,7 @@ def test_template_space_sizes_the_network_for_the_template_brain(plans):
 
 
 def test_anisotropic_cohorts_stay_in_native_space():
-    thick = {**FINGERPRINT, "geometry": {"spacing_ras": [[0.5, 0.5, 5.0]] * 10,
+    thick = {**FINGERPRINT, "geometry": {"spacing_ras": [[0.5, 0.5, 5.0]] * 10, "median_crop_ratio": 0.9,
                                          "shape_after_crop_ras": [[400, 400, 30]] * 10}}
     hardware = resolve_hardware("cpu", memory_gb=16, throughput_gflops=100.0, threads=2)
     plans = build_plans(thick, hardware, default_budget("cpu", None))

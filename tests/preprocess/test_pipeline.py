@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from autopipe.cli import main
-from autopipe.cohort.image_io import read_volume
+from autopipe.cohort.image_io import read_volume, to_ras
 from autopipe.paths import Workspace
 from autopipe.preprocess.bias_field import n4_correct
-from autopipe.preprocess.geometry import Grid, to_ras
+from autopipe.preprocess.geometry import Grid
 from autopipe.preprocess.registration import apply
 from autopipe.preprocess.restore import mask_to_native
 from autopipe.preprocess.runner import preprocess_dataset

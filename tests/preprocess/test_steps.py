@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from autopipe.cohort.image_io import Volume, bounding_box
+from autopipe.cohort.image_io import Volume, bounding_box, to_ras
 from autopipe.plan.configs import PreprocessingPlan
-from autopipe.preprocess import runner
+from autopipe.preprocess import plausibility, runner
+from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.geometry import (
     Grid,
     from_ants,
     resampled_grid,
     to_ants,
-    to_ras,
 )
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
@@ -556,8 +556,12 @@ def test_is_finished_needs_arrays_and_properties_of_the_current_plan(tmp_path):
 
 
 def record(case: str, brain: float = 1200.0, dice: float = 0.95, lesion: float | None = 3.5) -> dict:
+    measured = plausibility.Measurements(whole_brain=True, method="auto", stripped_with="deepbet", decision="a head",
+                                         brain_ml=brain, foreground_ml=3000.0, brain_on_border=0.0,
+                                         registration_dice=dice, lesion_ml=lesion)
+    found = [f.to_plain() for f in plausibility.findings(measured)]
     return {"case": case, "seconds": 10.0, "timings": {"read": 1.0, "register": 4.0}, "brain_volume_ml": brain,
-            "lesion_volume_ml": lesion, "registration_dice": dice}
+            "lesion_volume_ml": lesion, "registration_dice": dice, "plausibility": {"findings": found}}
 
 
 def test_case_flags_small_brain_and_poor_registration():
@@ -567,9 +571,11 @@ def test_case_flags_small_brain_and_poor_registration():
     assert len(small) == 1 and "40% below" in small[0] and "skull strip" in small[0]
     large = case_flags(record("a", brain=1560.0), 1200.0)
     assert len(large) == 1 and "30% above" in large[0]
-    poor = case_flags(record("a", dice=0.8), 1200.0)
-    assert len(poor) == 1 and "0.80" in poor[0] and "registration" in poor[0]
-    assert len(case_flags(record("a", brain=720.0, dice=0.8), 1200.0)) == 2
+    poor = case_flags(record("a", dice=0.87), 1200.0)  # between the fail (0.85) and flag (0.90) limits
+    assert len(poor) == 1 and "0.87" in poor[0] and "registration" in poor[0]
+    assert len(case_flags(record("a", brain=720.0, dice=0.87), 1200.0)) == 2
+    assert case_flags(record("a", dice=0.8), 1200.0) == []  # below 0.85 it is a failed check, not a flag
+    assert "template_overlap" in failed_checks(record("a", dice=0.8))
     assert case_flags(record("a", brain=720.0), None) == []  # no median: no volume flag
 
 
@@ -594,7 +600,9 @@ def test_format_table_lists_failed_cases_with_their_reason():
     assert report["summary"]["failed"] == 1 and report["summary"]["finished"] == 2
     row = next(line for line in table.splitlines() if line.startswith("PVL_002"))
     assert " - " in row  # no lesion volume
-    assert "0.50 (Dice)" in next(line for line in table.splitlines() if line.startswith("PVL_003"))
+    implausible = next(line for line in table.splitlines() if line.startswith("PVL_003"))
+    assert "IMPLAUSIBLE" in implausible and "0.50 (Dice" in implausible
+    assert report["summary"]["failed_checks"] == 1
     assert format_table(build_report([], {"X": "boom"})).splitlines()[-1].startswith("X")
 
 
