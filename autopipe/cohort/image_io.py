@@ -116,7 +116,7 @@ def read_header(path: Path | str) -> Header:
     try:
         if file_ending(path) in NIFTI_ENDINGS:
             img = nib.load(str(path))
-            return Header(tuple(int(s) for s in img.shape), np.asarray(img.affine, float),
+            return Header(_drop_trailing_ones(tuple(int(s) for s in img.shape)), np.asarray(img.affine, float),
                           img.get_data_dtype())
         import SimpleITK as sitk
 
@@ -151,9 +151,18 @@ def read_volume(path: Path | str, dtype: np.dtype | type | None = None) -> Volum
             affine = _itk_affine(itk.GetDirection(), itk.GetSpacing(), itk.GetOrigin())
     except Exception as exc:
         raise UnreadableImage(first_line(exc)) from exc
+    data = np.asarray(data).reshape(_drop_trailing_ones(data.shape))
     if dtype is not None:
         data = data.astype(dtype, copy=False)
-    return Volume(np.asarray(data), affine)
+    return Volume(data, affine)
+
+
+def _drop_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A 3D scan stored with a trailing time axis of length 1 (X, Y, Z, 1), as converters often write it, is 3D."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def write_volume(path: Path | str, volume: Volume, dtype: np.dtype | type | None = None) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe import __version__
-from autopipe.anatomy.foreground import border_share
+from autopipe.anatomy.foreground import border_share, faces_covered
 from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume, to_ras
 from autopipe.cohort.problem import dims
 from autopipe.files import to_plain, write_json
@@ -234,6 +234,7 @@ def _measurements(plan: PreprocessingPlan, stripped: StripResult, bias_ranges: t
         whole_brain=evidence.whole_brain, method=plan.skull_strip, stripped_with=stripped.stripped_with,
         decision=evidence.reason, brain_ml=round(float(brain.sum()) * voxel_ml, 2),
         foreground_ml=evidence.foreground_ml, brain_on_border=round(border_share(brain), 5),
+        extractor_share=evidence.extractor_share, faces_covered=round(faces_covered(brain), 4),
         bias_field_range=bias_ranges, registration_dice=registration_dice, lesion_ml=lesion_ml,
         lesion_outside_brain=outside)
 

@@ -16,6 +16,10 @@ picture). Limits:
 - lesions: at most 30% of the brain, and at most half of their voxels outside the brain mask (fail);
   flag above 10% outside.
 - field of view: flag when more than 2% of the brain mask lies on the scan's edge (the scan cuts it).
+- a brain mask that was not stripped must be a brain: it fails when the brain extractor keeps less than
+  85% of the scanned object (a head: the skull is still there, whatever the volume, so a child's head
+  is caught too), or when it covers over half of the scan's faces (it is the whole field of view: the
+  background is noise or a constant, not zero).
 
 Checks of a brain apply only to scans that hold a whole brain (autopipe.anatomy.head_evidence).
 """
@@ -26,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from autopipe.anatomy.head_evidence import STRIPPED_MIN_SHARE
 from autopipe.templates import load_template
 
 MIN_BRAIN_OF_TEMPLATE = 0.125
@@ -38,6 +43,7 @@ MAX_LESION_SHARE_OF_BRAIN = 0.3
 FAIL_LESION_OUTSIDE = 0.5
 FLAG_LESION_OUTSIDE = 0.1
 FLAG_BRAIN_ON_BORDER = 0.02
+MAX_FACES_COVERED = 0.5
 FIX_STRIP = "set preprocessing.skull_strip to deepbet in plans.json and run `autopipe preprocess` again"
 
 
@@ -64,6 +70,8 @@ class Measurements:
     brain_ml: float
     foreground_ml: float
     brain_on_border: float
+    extractor_share: float | None = None  # the extractor's brain / the scanned object (None: not run)
+    faces_covered: float = 0.0  # share of the scan's face voxels inside the brain mask
     bias_field_range: tuple[float | None, ...] = ()
     registration_dice: float | None = None
     lesion_ml: float | None = None
@@ -87,6 +95,7 @@ def findings(m: Measurements) -> list[Finding]:
     """Every implausible result of one case, most fundamental first."""
     found = []
     if m.whole_brain:
+        found += _unstripped_mask(m)
         found += _brain_volume(m)
         found += _template_overlap(m)
         found += _field_of_view(m)
@@ -101,10 +110,37 @@ def _skipped_because(m: Measurements) -> str:
     return f"the case looked already stripped ({m.decision})"
 
 
+def _reaches_background(m: Measurements) -> bool:
+    return m.faces_covered > MAX_FACES_COVERED
+
+
+def _background_cause(m: Measurements) -> str:
+    head = "" if m.extractor_share is None or m.extractor_share >= STRIPPED_MIN_SHARE else \
+        f", and the scan is a head with skull (the brain extractor keeps {m.extractor_share:.0%} of it)"
+    return (f"the brain mask ({m.brain_ml:.0f} ml) fills the field of view ({m.faces_covered:.0%} of the scan's "
+            f"edge): the background is noise or a constant, not zero, so the non-zero region is not the brain{head} "
+            f"(skull_strip {m.method}); set preprocessing.skull_strip to auto in plans.json")
+
+
+def _unstripped_mask(m: Measurements) -> list[Finding]:
+    """A mask that no stripping made must be the brain, not the head or the background."""
+    if m.stripped_with != "none":
+        return []
+    if _reaches_background(m):
+        return [Finding("brain_mask", "fail", _background_cause(m))]
+    if m.extractor_share is not None and m.extractor_share < STRIPPED_MIN_SHARE:
+        return [Finding("brain_mask", "fail",
+                        f"the brain mask is the whole head: the brain extractor keeps only {m.extractor_share:.0%} "
+                        f"of it; skull stripping was skipped because {_skipped_because(m)}; {FIX_STRIP}")]
+    return []
+
+
 def _brain_volume(m: Measurements) -> list[Finding]:
     low, high = brain_volume_limits_ml()
     if m.brain_ml > high:
-        if m.stripped_with == "none":
+        if m.stripped_with == "none" and _reaches_background(m):
+            cause = _background_cause(m)
+        elif m.stripped_with == "none":
             cause = (f"the brain mask is the whole head ({m.brain_ml:.0f} ml; no brain exceeds {high:.0f} ml): skull "
                      f"stripping was skipped because {_skipped_because(m)}; {FIX_STRIP}")
         else:

@@ -75,17 +75,18 @@ def build_report(records: list[dict], failures: dict[str, str], accepted: dict[s
 
 def format_table(report: dict) -> str:
     """The report as a terminal table: one line per case, then the failures and the mean step times."""
-    header = f"{'case':<14}{'brain ml':>9}{'lesion ml':>10}{'reg Dice':>9}{'seconds':>9}  {'strip':<8} flags"
+    width = max([14, *(len(r["case"]) + 2 for r in report["cases"]), *(len(c) + 2 for c in report["failed"])])
+    header = f"{'case':<{width}}{'brain ml':>9}{'lesion ml':>10}{'reg Dice':>9}{'seconds':>9}  {'strip':<8} flags"
     lines = [header, "-" * len(header)]
     for row in report["cases"]:
         lesion = "-" if row["lesion_volume_ml"] is None else f"{row['lesion_volume_ml']:.2f}"
         dice = "-" if row["registration_dice"] is None else f"{row['registration_dice']:.3f}"
         state = "accepted: " if row["accepted"] else "IMPLAUSIBLE: " if row["failed_checks"] else ""
         notes = "; ".join([*row["failed_checks"].values(), *row["flags"]])
-        lines.append(f"{row['case']:<14}{row['brain_volume_ml']:>9.0f}{lesion:>10}{dice:>9}{row['seconds']:>9.1f}  "
-                     f"{row['stripped_with'] or '-':<8} {state}{notes}")
+        lines.append(f"{row['case']:<{width}}{row['brain_volume_ml']:>9.0f}{lesion:>10}{dice:>9}"
+                     f"{row['seconds']:>9.1f}  {row['stripped_with'] or '-':<8} {state}{notes}")
     for case, reason in report["failed"].items():
-        lines.append(f"{case:<14}{'FAILED':>9}  {reason}")
+        lines.append(f"{case:<{width}}{'FAILED':>9}  {reason}")
     summary = report["summary"]
     if summary["mean_seconds_per_step"]:
         steps = ", ".join(f"{k} {v:g}" for k, v in summary["mean_seconds_per_step"].items())

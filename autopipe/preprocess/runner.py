@@ -177,6 +177,7 @@ def _montage(folder: Path, report: dict) -> None:
     for row in report["cases"]:
         views = folder / "qc" / "views" / f"{row['case']}.npz"
         if views.is_file():
-            tiles.append((row["case"], qc.load_views(views), "; ".join(row["flags"]) or None))
+            notes = [*(f"FAILED {check}" for check in row["failed_checks"]), *row["flags"]]
+            tiles.append((row["case"], qc.load_views(views), "; ".join(notes) or None))
     if tiles:
         qc.write_montage(folder / "qc" / "montage.png", tiles)

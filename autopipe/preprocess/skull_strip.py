@@ -5,6 +5,9 @@
              holds no whole brain
     deepbet  deepbet on every case (autopipe.anatomy.brain_extraction)
     none     the non-zero region on every case (the heads are stripped, or the scans are not heads)
+
+Whatever the method, the evidence is gathered for every scan that holds a whole brain (deepbet runs
+once), so the plausibility checks can tell a brain mask that is really a head.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from autopipe.anatomy.brain_extraction import extract_brain
-from autopipe.anatomy.foreground import extent_mm, foreground_mask, largest_component_filled, volume_ml
-from autopipe.anatomy.head_evidence import HeadEvidence, head_evidence, holds_whole_brain
+from autopipe.anatomy.foreground import largest_component_filled
+from autopipe.anatomy.head_evidence import HeadEvidence, head_evidence
 
 SKULL_STRIP_METHODS = ("auto", "deepbet", "none")
 
@@ -34,11 +37,7 @@ def strip_skull(image: np.ndarray, affine: np.ndarray, method: str) -> StripResu
     if method not in SKULL_STRIP_METHODS:
         raise ValueError(f"unknown skull-strip method {method!r}; choose one of {', '.join(SKULL_STRIP_METHODS)}")
     if method == "none":
-        foreground = foreground_mask(image)
-        extent = extent_mm(foreground, affine)
-        whole, why = holds_whole_brain(extent)
-        evidence = HeadEvidence(round(volume_ml(foreground, affine), 1), extent, whole,
-                                reason=f"{why}; skull_strip is none in plans.json")
+        evidence, _, _ = head_evidence(image, affine, extract_brain)
         return StripResult(nonzero_mask(image), "none", evidence)
     if method == "deepbet":
         brain = extract_brain(image)

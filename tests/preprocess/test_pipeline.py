@@ -84,8 +84,12 @@ def test_every_case_is_written_and_raw_data_is_untouched(run):
 
 def test_skull_strip_matches_ground_truth_brain(run, base):
     """The brain mask, mapped back to the native scan, against the generator's brain mask."""
+    fingerprint = json.loads((base / "plans" / DATASET / "fingerprint.json").read_text())
+    assert fingerprint["anatomy"]["needs_strip_cases"] == list(CASES)  # the generator's heads have a skull
     for case in CASES:
         props = properties(run, case)
+        assert props["anatomy"]["needs_strip"] and props["anatomy"]["stripped_with"] == "deepbet"
+        assert props["plausibility"]["findings"] == [], props["plausibility"]
         brain = read_case(case_paths(run["folder"], case)[0], ("brain",))["brain"]
         native = mask_to_native(brain, props, run["folder"])
         truth = read_volume(base / "raw_data" / DATASET / "groundtruth" / f"{case}_brain.nii.gz")

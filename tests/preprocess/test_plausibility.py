@@ -66,3 +66,20 @@ def test_bias_field_and_lesion_checks():
 def test_scans_without_a_whole_brain_skip_the_brain_checks():
     crop = _found(whole_brain=False, brain_ml=60.0, registration_dice=None, lesion_ml=30.0)
     assert crop == {}
+
+
+def test_an_unstripped_mask_that_is_a_head_fails_whatever_its_volume():
+    child = _found(stripped_with="none", method="none", brain_ml=700.0, foreground_ml=700.0, extractor_share=0.56)
+    assert child["brain_mask"].severity == "fail" and "the brain mask is the whole head" in child["brain_mask"].message
+    assert "keeps only 56%" in child["brain_mask"].message
+    assert _found(stripped_with="none", brain_ml=1200.0, foreground_ml=1150.0, extractor_share=0.99) == {}
+
+
+def test_a_non_zero_background_is_named_as_the_cause():
+    noisy = _found(stripped_with="none", method="none", brain_ml=9000.0, foreground_ml=1200.0, extractor_share=0.99,
+                   faces_covered=1.0)
+    for check in ("brain_mask", "brain_volume"):
+        assert "not zero" in noisy[check].message and "skull_strip to auto" in noisy[check].message
+    head = _found(stripped_with="none", method="none", brain_ml=3000.0, foreground_ml=2000.0, extractor_share=0.57,
+                  faces_covered=0.02)  # a zero-padded head: the mask is larger than the object, but not the view
+    assert "whole head" in head["brain_mask"].message and "whole head" in head["brain_volume"].message
