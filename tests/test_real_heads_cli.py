@@ -69,6 +69,6 @@ def test_stripping_switched_off_fails_with_its_cause_until_accepted(cohort, caps
     assert "failed a plausibility check" in err and "--accept" in err
     assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", HEADS[0]]) == 1
     accepted = json.loads((_preprocessed(cohort) / "accepted.json").read_text())
-    assert list(accepted) == [HEADS[0]] and "brain_volume" in accepted[HEADS[0]]["checks"]
+    assert list(accepted) == [HEADS[0]] and "brain_mask" in accepted[HEADS[0]]["checks"]
     assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", "all"]) == 0
     assert main(["preprocess", "101", *folders(cohort), "-q", "--no-qc", "--accept", "nobody"]) == 2

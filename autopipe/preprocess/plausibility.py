@@ -95,10 +95,10 @@ def findings(m: Measurements) -> list[Finding]:
     """Every implausible result of one case, most fundamental first."""
     found = []
     if m.whole_brain:
-        found += _unstripped_mask(m)
-        found += _brain_volume(m)
+        wrong_mask = _unstripped_mask(m)  # a head or the background: volume and edge follow from it
+        found += wrong_mask or [*_brain_volume(m)]
         found += _template_overlap(m)
-        found += _field_of_view(m)
+        found += [] if wrong_mask else _field_of_view(m)
         found += _lesions(m)
     found += _bias_field(m)
     return found
@@ -138,9 +138,7 @@ def _unstripped_mask(m: Measurements) -> list[Finding]:
 def _brain_volume(m: Measurements) -> list[Finding]:
     low, high = brain_volume_limits_ml()
     if m.brain_ml > high:
-        if m.stripped_with == "none" and _reaches_background(m):
-            cause = _background_cause(m)
-        elif m.stripped_with == "none":
+        if m.stripped_with == "none":
             cause = (f"the brain mask is the whole head ({m.brain_ml:.0f} ml; no brain exceeds {high:.0f} ml): skull "
                      f"stripping was skipped because {_skipped_because(m)}; {FIX_STRIP}")
         else:
