@@ -22,6 +22,7 @@ from autopipe.files import atomic_path, write_json, write_text_atomic
 
 LESION_COUNT = 3
 LESION_RADIUS_MM = 4.0
+HEAD_DEPTH_MM = 30.0  # without a brain mask, lesions go this deep inside the head: the brain is 10-20 mm down
 
 
 def write_cohort(specs: list[VariantSpec], root: Path, channels: tuple[str, ...] = ("T1",)) -> Path:
@@ -56,8 +57,8 @@ def write_cohort(specs: list[VariantSpec], root: Path, channels: tuple[str, ...]
 def lesion_label(variant: Variant) -> np.ndarray:
     """uint8 label on the variant's stored grid: LESION_COUNT spheres of LESION_RADIUS_MM, seeded by the spec.
 
-    Centres lie where a whole sphere fits inside the reference brain (or, without one, the head mask),
-    within the middle third of that region's extent along each axis.
+    Centres lie where a whole sphere fits inside the reference brain (or, without one, deep in the upper half
+    of the head, where the brain is), within the middle third of that region's extent along each axis.
     """
     region = (variant.reference if variant.reference is not None else variant.head).data.astype(bool)
     spacing = np.array(spacing_of(variant.image.affine))
@@ -66,6 +67,9 @@ def lesion_label(variant: Variant) -> np.ndarray:
         return label
     depth = ndimage.distance_transform_edt(region, sampling=spacing)
     inside = depth > LESION_RADIUS_MM
+    if variant.reference is None:  # no brain mask: deep inside the head, above its middle (not face or neck)
+        superior = (variant.image.affine[:3, :3] @ np.indices(region.shape).reshape(3, -1))[2].reshape(region.shape)
+        inside &= (depth > HEAD_DEPTH_MM) & (superior > np.median(superior[region]))
     if not inside.any():
         inside = depth >= depth.max()
     index = np.argwhere(inside)
