@@ -67,7 +67,7 @@ def lesion_label(variant: Variant) -> np.ndarray:
         return label
     depth = ndimage.distance_transform_edt(region, sampling=spacing)
     inside = depth > LESION_RADIUS_MM
-    if variant.reference is None:  # no brain mask: deep inside the head, above its middle (not face or neck)
+    if variant.reference is None and variant.spec.whole_brain:  # no brain mask: deep in the head, above its middle
         superior = (variant.image.affine[:3, :3] @ np.indices(region.shape).reshape(3, -1))[2].reshape(region.shape)
         inside &= (depth > HEAD_DEPTH_MM) & (superior > np.median(superior[region]))
     if not inside.any():
@@ -82,7 +82,8 @@ def lesion_label(variant: Variant) -> np.ndarray:
     for choice in rng.permutation(len(candidates))[:200]:
         centre = candidates[choice]
         world = linear @ centre
-        if all(np.linalg.norm(world - linear @ c) > 2 * LESION_RADIUS_MM + 1 for c in centres):
+        gap = 2 * LESION_RADIUS_MM + 2 * spacing.max()  # two voxels apart: separate lesions at any resolution
+        if all(np.linalg.norm(world - linear @ c) > gap for c in centres):
             centres.append(centre)
             _paint_sphere(label, centre, linear, region)
         if len(centres) == LESION_COUNT:
