@@ -1,7 +1,9 @@
 """`autopipe preprocess`: every training case of a cohort through autopipe.preprocess.case, in parallel.
 
 Resumable: a case whose CASE.json names the current plan's digest is skipped, so a killed run picks
-up where it stopped and an edited plan redoes only what it changes (`force` redoes everything).
+up where it stopped and an edited plan redoes only what it changes (`force` redoes everything); a
+case that failed a plausibility check is redone on every run until it passes or is accepted, so a
+fixed raw file is picked up.
 A failing case is reported with its reason and never stops the others. A case whose result fails a
 plausibility check (autopipe.preprocess.plausibility) is written, listed with its cause and fails
 the command, until fixed or accepted (`accept`, recorded in accepted.json). raw_data is only read.
@@ -58,7 +60,8 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
     folder = out_root / data_identifier(plan.space, plan.target_spacing)
     digest = plan_digest(plan)
     jobs = case_jobs(spec, plan, folder, digest, qc, ct_statistics(workspace, spec, plan))
-    todo = [job for job in jobs if force or not is_finished(folder, job.case_id, digest)]
+    redo = acceptance.unaccepted_failures(folder, [job.case_id for job in jobs])  # implausible: perhaps fixed since
+    todo = [job for job in jobs if force or not is_finished(folder, job.case_id, digest) or job.case_id in redo]
     if len(todo) < len(jobs):
         log.info("%d of %d cases already preprocessed with this plan: skipped (--force redoes them)",
                  len(jobs) - len(todo), len(jobs))
