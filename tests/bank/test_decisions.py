@@ -28,7 +28,7 @@ def _decide(spec, tmp_path):
     return result, reference
 
 
-def _check(spec, tmp_path):
+def assert_decisions_right(spec, tmp_path) -> None:
     result, reference = _decide(spec, tmp_path)
     evidence = result.evidence
     assert evidence.whole_brain == spec.whole_brain, evidence.reason
@@ -41,13 +41,13 @@ def _check(spec, tmp_path):
 
 @pytest.mark.parametrize("spec", catalogue("test"), ids=lambda s: s.name)
 def test_decisions_are_right_on_every_variant_of_the_bank(spec, tmp_path):
-    _check(spec, tmp_path)
+    assert_decisions_right(spec, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", catalogue("full"), ids=lambda s: s.name)
 def test_decisions_are_right_at_full_resolution(spec, tmp_path):
-    _check(spec, tmp_path)
+    assert_decisions_right(spec, tmp_path)
 
 
 def test_a_cohort_can_mix_heads_and_stripped_brains(tmp_path):
