@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopipe.cohort.check_clinical import clinical_problems
+from autopipe.cohort.check_files import (
+    affine_problems,
+    complex_problems,
+    gzip_problems,
+    outside_problems,
+    qform_problems,
+)
 from autopipe.cohort.check_images import (
     constant_problems,
     dimension_problems,
@@ -63,7 +70,8 @@ def check_cohort(root: Path, workers: int = 1, progress: bool = True) -> list[Pr
     if not cases:
         return sort_problems([*problems, no_cases_problem(spec)])
     problems += missing_channel_problems(spec, "imagesTr", cases) + label_file_problems(spec, cases)
-    problems += count_problems(spec, cases) + kspace_folder_problems(spec, cases)
+    problems += count_problems(spec, cases) + kspace_folder_problems(spec, cases) + collision_problems(cases)
+    problems += outside_problems(spec.root, read_paths(spec, cases))
     if (root / "imagesTs").is_dir():
         problems += naming_problems(spec, "imagesTs")
         problems += missing_channel_problems(spec, "imagesTs", training_case_ids(spec, "imagesTs"))
@@ -156,6 +164,35 @@ def count_problems(spec: DatasetSpec, cases: list[str]) -> list[Problem]:
     return problems
 
 
+def collision_problems(cases: list[str]) -> list[Problem]:
+    """Case ids that differ only in letter case name the same files on macOS and Windows file systems."""
+    seen: dict[str, str] = {}
+    problems = []
+    for case in sorted(cases):
+        other = seen.setdefault(case.lower(), case)
+        if other != case:
+            problems.append(error(case, None, f"its id differs from {other} only in upper/lower case: on "
+                                              "case-insensitive file systems (macOS, Windows) the two overwrite "
+                                              "each other's files", f"rename one of {other} and {case}"))
+    return problems
+
+
+def read_paths(spec: DatasetSpec, cases: list[str]) -> dict[str, Path]:
+    """Every file or folder the cohort makes autopipe read, by the name a problem gives it."""
+    paths: dict[str, Path] = {}
+    clinical = spec.clinical_path()
+    if clinical is not None:
+        paths["dataset.json clinical file"] = clinical
+    if spec.kspace is not None:
+        paths["dataset.json kspace folder"] = spec.root / spec.kspace.folder
+    for case in cases:
+        for channel in spec.channel_names:
+            path = spec.image_path(case, channel)
+            paths[relative(spec.root, path)] = path
+        paths[relative(spec.root, spec.label_path(case))] = spec.label_path(case)
+    return {what: path for what, path in paths.items() if path.exists()}
+
+
 def kspace_folder_problems(spec: DatasetSpec, cases: list[str]) -> list[Problem]:
     """The declared k-space folder must exist; files for unknown cases are flagged."""
     if spec.kspace is None:
@@ -189,14 +226,15 @@ def _check_case(spec: DatasetSpec, case: str) -> CaseReport:
         file = relative(spec.root, spec.image_path(case, channel))
         volume, found = _scan_problems(spec.root, case, file)
         problems += found
-        if volume is not None:
+        if volume is not None and not _geometry_failed(found):
             grids[file] = Header(volume.shape, volume.affine, volume.data.dtype)
+        if volume is not None:
             channel0 = volume.data if channel == 0 else channel0
     spacing = next((grid.spacing for grid in grids.values() if len(grid.shape) == 3), None)
     label_file = relative(spec.root, spec.label_path(case))
     label, found = _label_problems(spec, case, label_file)
     problems += found
-    if label is not None:
+    if label is not None and not _geometry_failed(found):
         grids[label_file] = Header(label.shape, label.affine, label.data.dtype)
     if grids:
         reference_file, reference = next(iter(grids.items()))
@@ -208,14 +246,37 @@ def _check_case(spec: DatasetSpec, case: str) -> CaseReport:
     return CaseReport(problems, spacing)
 
 
+GEOMETRY_ERRORS = ("affine holds NaN", "a spacing of zero")
+
+
+def _geometry_failed(problems: list[Problem]) -> bool:
+    """The file's grid cannot be compared with others (its affine is NaN or degenerate)."""
+    return any(p.severity == "error" and any(w in p.what for w in GEOMETRY_ERRORS) for p in problems)
+
+
+def _stored_problems(root: Path, case: str, file: str) -> tuple[Volume | None, list[Problem]]:
+    """Read one file after its gzip check, and check its header geometry and value type."""
+    damaged = gzip_problems(root / file, case, file)
+    if damaged:
+        return None, damaged
+    volume, problems = read_image(root / file, case, file)
+    if volume is None:
+        return None, problems
+    problems = affine_problems(volume.affine, case, file) + qform_problems(root / file, case, file)
+    complex_values = complex_problems(volume.data, case, file)
+    if complex_values:  # the voxel checks compare values: not defined for complex ones
+        return None, problems + complex_values
+    return volume, problems
+
+
 def _scan_problems(root: Path, case: str, file: str) -> tuple[Volume | None, list[Problem]]:
     """Read one channel image (if it exists: a missing file is the layout checks' job) and check its voxels."""
     if not (root / file).is_file():
         return None, []
-    volume, problems = read_image(root / file, case, file)
+    volume, problems = _stored_problems(root, case, file)
     if volume is None:
         return None, problems
-    problems = dimension_problems(volume.shape, case, file) + nonfinite_problems(volume.data, case, file)
+    problems += dimension_problems(volume.shape, case, file) + nonfinite_problems(volume.data, case, file)
     return volume, problems + constant_problems(volume.data, case, file)
 
 
@@ -223,11 +284,11 @@ def _label_problems(spec: DatasetSpec, case: str, file: str) -> tuple[Volume | N
     """Read the case's label map (if it exists) and check its values."""
     if not (spec.root / file).is_file():
         return None, []
-    label, problems = read_image(spec.root / file, case, file)
+    label, problems = _stored_problems(spec.root, case, file)
     if label is None:
         return None, problems
     values = label_values(label.data)
-    problems = dimension_problems(label.shape, case, file)
+    problems += dimension_problems(label.shape, case, file)
     problems += nonfinite_problems(label.data, case, file, kind="label map")
     problems += label_value_problems(values, spec.labels, case, file)
     return label, problems + lesion_problems(values, case, file)

@@ -40,11 +40,27 @@ def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str) 
         arrays = read_kspace(path, names=("mask", "reconstruction_sense"))
     except Exception as exc:  # a damaged chunk shows only when read
         return [*problems, error(case, file, f"cannot be read ({first_line(exc)})", "copy or export the file again")]
+    problems += nonfinite_kspace_problems(path, header, case, file)
     if "mask" in arrays:
         problems += mask_value_problems(arrays["mask"], case, file)
     if "reconstruction_sense" in arrays and slices_fit_image:
         problems += sense_problems(arrays["reconstruction_sense"], image, axis, indices, case, file)
     return problems
+
+
+def nonfinite_kspace_problems(path: Path, header: KspaceHeader, case: str, file: str) -> list[Problem]:
+    """NaN or infinite k-space samples, counted slice by slice (a whole file need not fit in memory)."""
+    bad = []
+    for index in range(header.num_slices):
+        samples = read_kspace(path, names=("kspace",), slices=slice(index, index + 1))["kspace"]
+        count = int(np.count_nonzero(~np.isfinite(samples)))
+        if count:
+            bad.append((index, count))
+    if not bad:
+        return []
+    listed = ", ".join(f"slice {i}: {n}" for i, n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    return [error(case, file, f"{sum(n for _, n in bad)} k-space samples are NaN or infinite ({listed})",
+                  "re-export the raw data; a reconstruction cannot use NaN samples")]
 
 
 def structure_problems(header: KspaceHeader, case: str, file: str) -> list[Problem]:

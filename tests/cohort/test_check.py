@@ -17,33 +17,11 @@ from autopipe.cohort.check_clinical import balance_problems
 from autopipe.cohort.check_images import spacing_problems
 from autopipe.cohort.dataset import ClinicalSpec
 from autopipe.cohort.image_io import Volume, read_volume, write_volume
-from tests.tiny_cohort import make_tiny_cohort
 
 NAME = "Dataset001_Tiny"
 IMAGE = "imagesTr/case_001_0000.nii.gz"
 LABEL = "labelsTr/case_001.nii.gz"
 KSPACE = "kspace/case_001.h5"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_cohort(tmp_path_factory.mktemp("one_channel") / NAME)
-
-
-@pytest.fixture(scope="module")
-def template_two_channels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_cohort(tmp_path_factory.mktemp("two_channels") / NAME, channels=("FLAIR", "T1"),
-                            clinical=False, kspace=False)
-
-
-@pytest.fixture
-def cohort(template: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(template, tmp_path / NAME))
-
-
-@pytest.fixture
-def two_channels(template_two_channels: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(template_two_channels, tmp_path / NAME))
 
 
 def check(root: Path, workers: int = 1) -> list[Problem]:
