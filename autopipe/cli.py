@@ -89,6 +89,15 @@ def workspace(args: argparse.Namespace) -> Workspace:
                                       preprocessed=args.preprocessed_dir, results=args.results_dir)
 
 
+def checked_dataset(args: argparse.Namespace, ws: Workspace) -> Path:
+    """The cohort the DATASET argument names, refused while `autopipe check` finds errors in it (the one gate)."""
+    from autopipe.cohort.gate import cache_path, require_valid_cohort
+
+    root = resolve_dataset(args.dataset, ws.raw)
+    require_valid_cohort(root, cache_path(ws.plans, root.name), workers=args.workers, progress=not args.quiet)
+    return root
+
+
 def dataset_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", nargs="?", metavar="DATASET",
                    help="cohort folder name (Dataset001_SynthPVL), number (1), name (SynthPVL) or path; "
@@ -182,7 +191,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from autopipe.plan.planner import plan_dataset
 
     ws = workspace(args)
-    root = resolve_dataset(args.dataset, ws.raw)
+    root = checked_dataset(args, ws)
     result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
                           workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops)
     print(result["summary"])
@@ -204,7 +213,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from autopipe.preprocess.runner import preprocess_dataset
 
     ws = workspace(args)
-    root = resolve_dataset(args.dataset, ws.raw)
+    root = checked_dataset(args, ws)
     result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
                                 qc=args.qc, accept=args.accept)
     print(result["table"])
@@ -264,7 +273,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     fold_name = parse_fold(args.fold)
     ws = workspace(args)
-    root = resolve_dataset(args.dataset, ws.raw)
+    root = checked_dataset(args, ws)
     ranks = distributed.ranks_from_environment()
     device = choose_device(args.device, ranks.local_rank)
     cores = max(1, default_workers() // distributed.local_world_size())
@@ -417,7 +426,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from autopipe.train.device import choose_device
 
     ws = workspace(args)
-    root = resolve_dataset(args.dataset, ws.raw)
+    root = checked_dataset(args, ws)
     folds = [f.strip() for f in args.folds.split(",")] if args.folds else None
     has_kspace = args.input.is_dir() and any(args.input.glob("*.h5"))
     has_images = args.input.is_dir() and any(args.input.glob("*_0000.*"))
@@ -477,7 +486,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {result['path']}")
         return EXIT_OK
     ws = workspace(args)
-    root = resolve_dataset(args.dataset, ws.raw)
+    root = checked_dataset(args, ws)
     configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
     from autopipe.evaluate.approach_comparison import compare_crossvalidation
 

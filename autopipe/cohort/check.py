@@ -10,6 +10,7 @@ table. Files are only ever opened for reading; nothing is cached in the cohort f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,12 @@ class CaseReport:
     spacing: tuple[float, ...] | None
 
 
-def check_cohort(root: Path, workers: int = 1, progress: bool = True) -> list[Problem]:
-    """Every problem found in the cohort at `root`; never raises on bad data and never writes there."""
+def check_cohort(root: Path, workers: int = 1, progress: bool = True, cache: dict | None = None) -> list[Problem]:
+    """Every problem found in the cohort at `root`; never raises on bad data and never writes there.
+
+    `cache` (autopipe.cohort.gate) maps case -> an earlier CaseReport with the files' sizes and times; cases
+    whose files did not change are not read again, and the cache is updated in place.
+    """
     root = Path(root)
     if not root.is_dir():
         return [error(None, None, f"{root} is not a folder", "give the path of the cohort folder (DatasetNNN_Name)")]
@@ -75,7 +80,7 @@ def check_cohort(root: Path, workers: int = 1, progress: bool = True) -> list[Pr
     if (root / "imagesTs").is_dir():
         problems += naming_problems(spec, "imagesTs")
         problems += missing_channel_problems(spec, "imagesTs", training_case_ids(spec, "imagesTs"))
-    reports = parallel_map(check_case, [(spec, case) for case in cases], workers, "check", enabled=progress)
+    reports = _case_reports(spec, cases, workers, progress, cache)
     problems += [p for report in reports for p in report.problems]
     problems += spacing_problems({c: r.spacing for c, r in zip(cases, reports, strict=True) if r.spacing})
     problems += clinical_problems(spec, cases)
@@ -206,6 +211,37 @@ def kspace_folder_problems(spec: DatasetSpec, cases: list[str]) -> list[Problem]
                     "check the file name (CASE as in imagesTr), or move the file out of the k-space folder")
             for path in sorted(folder.iterdir())
             if not path.name.startswith(".") and (path.suffix != ".h5" or path.stem not in known)]
+
+
+def case_files_key(spec: DatasetSpec, case: str) -> list:
+    """What a case's check depends on: dataset.json and each of its files' size and modification time."""
+    paths = [spec.root / "dataset.json", *(spec.image_path(case, c) for c in spec.channel_names),
+             spec.label_path(case)]
+    kspace = spec.kspace_path(case)
+    paths += [kspace] if kspace is not None else []
+    key = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            key.append([relative(spec.root, path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            key.append([relative(spec.root, path), None, None])
+    return key
+
+
+def _case_reports(spec: DatasetSpec, cases: list[str], workers: int, progress: bool,
+                  cache: dict | None) -> list[CaseReport]:
+    if cache is None:
+        return parallel_map(check_case, [(spec, case) for case in cases], workers, "check", enabled=progress)
+    keys = {case: case_files_key(spec, case) for case in cases}
+    todo = [c for c in cases if cache.get(c, {}).get("key") != keys[c]]
+    fresh = parallel_map(check_case, [(spec, case) for case in todo], workers, "check", enabled=progress) \
+        if todo else []
+    for case, report in zip(todo, fresh, strict=True):
+        cache[case] = {"key": keys[case], "problems": [dataclasses.asdict(p) for p in report.problems],
+                       "spacing": None if report.spacing is None else list(report.spacing)}
+    return [CaseReport([Problem(**p) for p in cache[c]["problems"]],
+                       None if cache[c]["spacing"] is None else tuple(cache[c]["spacing"])) for c in cases]
 
 
 def check_case(job: tuple[DatasetSpec, str]) -> CaseReport:
