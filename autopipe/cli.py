@@ -7,17 +7,22 @@ traceback; an unexpected failure says so and points at `--debug`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autopipe import __version__
 from autopipe.errors import AutopipeError
+from autopipe.locks import output_lock
 from autopipe.paths import Workspace, resolve_dataset
 from autopipe.runtime import default_workers, set_threads
 
 log = logging.getLogger("autopipe")
+LOCKS = ".locks"  # one writer per output: plans/.locks/DATASET, preprocessed/.locks/DATASET, results/.locks/...
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -30,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     set_threads(args.threads or max(1, default_workers() // max(1, args.workers)))
+    # matplotlib keeps a font cache; it goes with autopipe's outputs, never into the user's home folder
+    os.environ.setdefault("MPLCONFIGDIR", str(workspace(args).results.resolve() / ".cache" / "matplotlib"))
     try:
         return args.run(args)
     except AutopipeError as exc:
@@ -192,8 +199,9 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     root = checked_dataset(args, ws)
-    result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
-                          workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops)
+    with output_lock(ws.plans / LOCKS / root.name, "plan"):
+        result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
+                              workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops)
     print(result["summary"])
     return EXIT_OK
 
@@ -214,8 +222,9 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     root = checked_dataset(args, ws)
-    result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
-                                qc=args.qc, accept=args.accept)
+    with output_lock(ws.preprocessed / LOCKS / root.name, "preprocess"):
+        result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
+                                    qc=args.qc, accept=args.accept)
     print(result["table"])
     folder = result["folder"]
     print(f"{result['processed']} case(s) preprocessed, {result['skipped']} already done, "
@@ -281,19 +290,24 @@ def _run_train(args: argparse.Namespace) -> int:
     distributed.start(ranks, device.type)
     if not ranks.is_main:  # one voice: rank 0 reports, the others only warn
         log.setLevel(logging.WARNING)
+    # one training of a fold at a time; not under torchrun, where a refused rank 0 would leave the others waiting
+    lock = output_lock(ws.results / LOCKS / root.name / f"fold_{fold_name}", f"train {fold_name}") \
+        if ranks.world_size == 1 else contextlib.nullcontext()
     try:
-        fold = load_fold(root, ws, fold_name)
-        names = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
-        configurations, slice_models, hand_models = split_model_names(fold, names)
-        workers = default_loader_workers(device.type, cores) if args.loader_workers is None else args.loader_workers
-        jobs = training_jobs(fold, ws, configurations, epochs=args.epochs, iterations=args.iterations,
-                             loader_workers=workers, seed=args.seed, optimizer=args.optimizer) \
-            if configurations != [] else []
-        train_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
-        _validate_segmentation(args, fold, jobs, device, ranks)
-        _train_hand_function(args, fold, root, ws, hand_models, device, ranks, workers)
-        _train_reconstruction(args, fold, ws, slice_models, device, ranks)
-        return EXIT_OK
+        with lock:
+            fold = load_fold(root, ws, fold_name)
+            names = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
+            configurations, slice_models, hand_models = split_model_names(fold, names)
+            workers = default_loader_workers(device.type, cores) if args.loader_workers is None \
+                else args.loader_workers
+            jobs = training_jobs(fold, ws, configurations, epochs=args.epochs, iterations=args.iterations,
+                                 loader_workers=workers, seed=args.seed, optimizer=args.optimizer) \
+                if configurations != [] else []
+            train_fold(jobs, device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
+            _validate_segmentation(args, fold, jobs, device, ranks)
+            _train_hand_function(args, fold, root, ws, hand_models, device, ranks, workers)
+            _train_reconstruction(args, fold, ws, slice_models, device, ranks)
+            return EXIT_OK
     finally:
         distributed.stop()
 
@@ -422,11 +436,17 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    ws = workspace(args)
+    root = checked_dataset(args, ws)
+    key = hashlib.sha256(str(args.output.expanduser().resolve()).encode()).hexdigest()[:16]
+    with output_lock(ws.results / LOCKS / "predict" / key, f"predict -o {args.output}"):
+        return _predict(args, ws, root)
+
+
+def _predict(args: argparse.Namespace, ws: Workspace, root: Path) -> int:
     from autopipe.predict.new_cases import predict_folder
     from autopipe.train.device import choose_device
 
-    ws = workspace(args)
-    root = checked_dataset(args, ws)
     folds = [f.strip() for f in args.folds.split(",")] if args.folds else None
     has_kspace = args.input.is_dir() and any(args.input.glob("*.h5"))
     has_images = args.input.is_dir() and any(args.input.glob("*_0000.*"))
@@ -475,7 +495,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from autopipe.evaluate.crossval import evaluate_crossvalidation, evaluate_folders
+    from autopipe.evaluate.crossval import evaluate_folders
 
     if (args.predictions is None) != (args.references is None):
         raise AutopipeError("--predictions and --references go together", fix="give both folders, or neither")
@@ -487,9 +507,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return EXIT_OK
     ws = workspace(args)
     root = checked_dataset(args, ws)
-    configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
-    from autopipe.evaluate.approach_comparison import compare_crossvalidation
+    with output_lock(ws.results / LOCKS / root.name / "evaluate", "evaluate"):
+        return _evaluate_cohort(args, ws, root)
 
+
+def _evaluate_cohort(args: argparse.Namespace, ws: Workspace, root: Path) -> int:
+    from autopipe.evaluate.approach_comparison import compare_crossvalidation
+    from autopipe.evaluate.crossval import evaluate_crossvalidation
+
+    configurations = [c.strip() for c in args.configurations.split(",")] if args.configurations else None
     try:
         for summary in evaluate_crossvalidation(root, ws, configurations, progress=not args.quiet):
             print(summary["text"])

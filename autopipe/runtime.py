@@ -24,6 +24,9 @@ def set_threads(n: int) -> None:
     n = max(1, int(n))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
+    # OpenMP threads that spin while they wait steal a busy machine's cores from everyone, autopipe's own
+    # other processes included; sleeping ones do not (benchmarks/train_under_load.py)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # read by antspyx's ITK; SimpleITK is set below
     try:
         import SimpleITK as sitk

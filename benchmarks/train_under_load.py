@@ -1,0 +1,78 @@
+"""Training speed under CPU contention: seconds per iteration solo and beside a busy process, per OpenMP wait policy.
+
+    python benchmarks/train_under_load.py [--iterations 15] [--threads 2]
+
+A 3D U-Net (the demo's size: 48^3 patch, batch 2, features 8-64, 4 stages) trains --iterations steps in a
+fresh process, (1) alone, (2) beside one busy pure-Python process, and (3) beside a second process doing the
+same training (as when two autopipe commands share a machine). Each under OMP_WAIT_POLICY=ACTIVE (OpenMP's
+spinning threads, torch's default behaviour) and PASSIVE (threads sleep while they wait), which autopipe
+sets for its commands. With one of two cores taken, about 2x slower than solo is the physical limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+WORKER = """
+import os, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+from autopipe.train.network import PlainConvUNet
+net = PlainConvUNet(1, 2, (8, 16, 32, 64), [[3, 3, 3]] * 4, [[1, 1, 1]] + [[2, 2, 2]] * 3, deep_supervision=False)
+opt = torch.optim.Adam(net.parameters(), 1e-3)
+x, y = torch.randn(2, 1, 48, 48, 48), torch.randint(0, 2, (2, 48, 48, 48))
+def step():
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+step()
+n = int(sys.argv[2])
+start = time.perf_counter()
+for _ in range(n):
+    step()
+print((time.perf_counter() - start) / n)
+"""
+BUSY = "while True: pass"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    for policy in ("ACTIVE", "PASSIVE"):
+        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(args.threads)}
+        solo = _timed(env, args)
+        beside_busy = _beside([sys.executable, "-c", BUSY], env, args)
+        beside_training = _beside([sys.executable, "-c", WORKER, str(args.threads), "100000"], env, args)
+        rows.append((policy, solo, beside_busy, beside_training))
+    print(f"\n3D U-Net 48^3, batch 2, {args.threads} threads: seconds per iteration (x solo)")
+    print(f"{'OMP_WAIT_POLICY':<16}{'solo':>8}{'beside a busy process':>26}{'beside a 2nd training':>26}")
+    for policy, solo, busy, training in rows:
+        print(f"{policy:<16}{solo:>8.3f}{busy:>18.3f} ({busy / solo:4.1f}x){training:>18.3f} ({training / solo:4.1f}x)")
+
+
+def _timed(env: dict, args: argparse.Namespace) -> float:
+    out = subprocess.run([sys.executable, "-c", WORKER, str(args.threads), str(args.iterations)], env=env,
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _beside(load: list[str], env: dict, args: argparse.Namespace) -> float:
+    other = subprocess.Popen(load, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # let it start (imports) and occupy its core
+        return _timed(env, args)
+    finally:
+        other.kill()
+        other.wait()
+
+
+if __name__ == "__main__":
+    main()
