@@ -21,7 +21,8 @@ from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans, Preprocessing
 from autopipe.plan.fingerprint import fingerprint_dataset
 from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
-from autopipe.plan.plans_file import dumps_plans, format_json, save_plans
+from autopipe.plan.plan_set import recover, write_set
+from autopipe.plan.plans_file import dumps_plans, format_json
 from autopipe.plan.preprocessing import TEMPLATE, plan_preprocessing, preprocessing_space, whole_brain_cohort
 from autopipe.plan.segmentation import fullres_spacing, plan_segmentation
 from autopipe.plan.splits import make_splits
@@ -45,6 +46,7 @@ def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None,
                             fix="autopipe never writes into raw data: choose another --plans-dir")
     if hours is not None and hours <= 0:
         raise AutopipeError(f"--hours must be positive, got {hours}")
+    recover(out_dir)
     case_ids = training_case_ids(spec)
     fingerprint = fingerprint_dataset(spec, case_ids, workers=workers, progress=progress)
     hardware = resolve_hardware(device, memory_gb, throughput_gflops)
@@ -53,11 +55,11 @@ def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None,
     splits, how = make_splits(case_ids, clinical["labels"] if clinical else None, patient_ids(spec))
     splits, how = keep_existing_splits(out_dir / "splits_final.json", splits, how)
     keep_previous_plans(out_dir / "plans.json", dumps_plans(plans))
-    paths = {
-        "fingerprint": write_text_atomic(out_dir / "fingerprint.json", format_json(to_plain(fingerprint)) + "\n"),
-        "plans": save_plans(plans, out_dir / "plans.json"),
-        "splits": write_text_atomic(out_dir / "splits_final.json", json.dumps(splits, indent=2) + "\n"),
-    }
+    written = write_set(out_dir, {"fingerprint.json": format_json(to_plain(fingerprint)) + "\n",
+                                  "plans.json": dumps_plans(plans),
+                                  "splits_final.json": json.dumps(splits, indent=2) + "\n"})
+    paths = {"fingerprint": written["fingerprint.json"], "plans": written["plans.json"],
+             "splits": written["splits_final.json"]}
     return {**paths, "summary": summarize(plans, fingerprint, how, out_dir)}
 
 
