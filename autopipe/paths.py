@@ -81,9 +81,12 @@ def resolve_dataset(arg: str | None, raw_dir: Path) -> Path:
         if match and (arg.isdigit() and int(arg) == int(match.group(1)) or arg == match.group(2)):
             return cohort
 
+    named = raw_dir / arg
+    if not as_path.is_dir() and named.is_dir():
+        as_path = named
     if as_path.is_dir():
         raise AutopipeError(
-            f"{as_path} is a folder but has no dataset.json",
+            f"{as_path} is a folder but has no dataset.json (dataset.json is missing)",
             fix="point at the cohort folder itself (the one holding dataset.json, imagesTr/, labelsTr/)",
         )
     raise AutopipeError(
