@@ -4,9 +4,9 @@
 
 A 3D U-Net (the demo's size: 48^3 patch, batch 2, features 8-64, 4 stages) trains --iterations steps in a
 fresh process, (1) alone, (2) beside one busy pure-Python process, and (3) beside a second process doing the
-same training (as when two autopipe commands share a machine). Each under OMP_WAIT_POLICY=ACTIVE (OpenMP's
-spinning threads, torch's default behaviour) and PASSIVE (threads sleep while they wait), which autopipe
-sets for its commands. With one of two cores taken, about 2x slower than solo is the physical limit.
+same training (as when two autopipe commands share a machine), under each OpenMP wait policy: unset (GNU
+OpenMP spins a while, then sleeps), ACTIVE (spins), a short spin count, and PASSIVE (threads sleep while they
+wait). With one of two cores taken, about 2x slower than solo is the physical limit.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ for _ in range(n):
 print((time.perf_counter() - start) / n)
 """
 BUSY = "while True: pass"
+POLICIES = {  # torch's CPU wheels use GNU OpenMP: unset = spin 300,000 rounds, then sleep
+    "unset (default)": {},
+    "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
 
 
 def main() -> None:
@@ -46,16 +52,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     rows = []
-    for policy in ("ACTIVE", "PASSIVE"):
-        env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(args.threads)}
+    for policy in POLICIES:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(POLICIES[policy], OMP_NUM_THREADS=str(args.threads))
         solo = _timed(env, args)
         beside_busy = _beside([sys.executable, "-c", BUSY], env, args)
         beside_training = _beside([sys.executable, "-c", WORKER, str(args.threads), "100000"], env, args)
         rows.append((policy, solo, beside_busy, beside_training))
     print(f"\n3D U-Net 48^3, batch 2, {args.threads} threads: seconds per iteration (x solo)")
-    print(f"{'OMP_WAIT_POLICY':<16}{'solo':>8}{'beside a busy process':>26}{'beside a 2nd training':>26}")
+    best = min(solo for _, solo, _, _ in rows)
+    print(f"{'wait policy':<22}{'solo':>8}{'beside a busy process':>26}{'beside a 2nd training':>26}   "
+          "(x the fastest solo)")
     for policy, solo, busy, training in rows:
-        print(f"{policy:<16}{solo:>8.3f}{busy:>18.3f} ({busy / solo:4.1f}x){training:>18.3f} ({training / solo:4.1f}x)")
+        print(f"{policy:<22}{solo:>8.3f}{busy:>18.3f} ({busy / best:4.1f}x){training:>18.3f} ({training / best:4.1f}x)")
 
 
 def _timed(env: dict, args: argparse.Namespace) -> float:
