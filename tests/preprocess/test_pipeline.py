@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from autopipe.cli import main
-from autopipe.cohort.image_io import read_volume, to_ras
+from autopipe.cohort.image_io import UnreadableImage, read_volume, to_ras
 from autopipe.paths import Workspace
+from autopipe.preprocess import runner
 from autopipe.preprocess.bias_field import n4_correct
 from autopipe.preprocess.geometry import Grid
 from autopipe.preprocess.registration import apply
@@ -172,7 +173,7 @@ def test_second_run_skips_finished_cases(run, base):
     assert [row["case"] for row in again["report"]["cases"]] == list(CASES)
 
 
-def test_corrupt_case_is_reported_while_the_others_finish(run, base, tmp_path, capsys):
+def test_corrupt_case_is_reported_while_the_others_finish(run, base, tmp_path, capsys, monkeypatch):
     raw = tmp_path / "raw_data"
     shutil.copytree(base / "raw_data" / DATASET, raw / DATASET)
     shutil.copytree(base / "plans", tmp_path / "plans")
@@ -180,10 +181,25 @@ def test_corrupt_case_is_reported_while_the_others_finish(run, base, tmp_path, c
     folder = tmp_path / "preprocessed" / DATASET / run["folder"].name
     (folder / "PVL_003.json").unlink()  # to be redone: must finish despite PVL_001 failing first
     (folder / "PVL_001.json").unlink()
+    options = ["--raw-dir", str(raw), "--plans-dir", str(tmp_path / "plans"), "--preprocessed-dir",
+               str(tmp_path / "preprocessed"), "-j", "1", "-q", "--no-qc"]
     bad = raw / DATASET / "imagesTr" / "PVL_001_0001.nii.gz"
-    bad.write_bytes(bad.read_bytes()[:200])
-    code = main(["preprocess", "--raw-dir", str(raw), "--plans-dir", str(tmp_path / "plans"), "--preprocessed-dir",
-                 str(tmp_path / "preprocessed"), "-j", "1", "-q", "--no-qc"])
+    good = bad.read_bytes()
+    bad.write_bytes(good[:200])
+    assert main(["preprocess", *options]) == 2  # the gate: check's error, before any case is touched
+    out, err = capsys.readouterr()
+    assert "PVL_001" in err and "imagesTr/PVL_001_0001.nii.gz" in err and "cannot be read" in err
+    assert "Traceback" not in out + err and not (folder / "PVL_003.json").exists()
+    bad.write_bytes(good)  # a failure no check can see coming: reported for its case while the others finish
+    original = runner.preprocess_case
+
+    def failing(job):
+        if job.case_id == "PVL_001":
+            raise UnreadableImage("truncated")
+        return original(job)
+
+    monkeypatch.setattr(runner, "preprocess_case", failing)
+    code = main(["preprocess", *options])
     out, err = capsys.readouterr()
     assert code == 1
     assert "PVL_001" in out and "FAILED" in out and "cannot read" in out
