@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -59,13 +58,12 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 
 
 def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
-    """Write `to_plain(value)` as strict JSON (no NaN or Infinity, which strict readers refuse) atomically."""
-    return write_text_atomic(path, json.dumps(to_plain(value), indent=indent, allow_nan=False) + "\n")
+    """Write `to_plain(value)` as JSON atomically."""
+    return write_text_atomic(path, json.dumps(to_plain(value), indent=indent) + "\n")
 
 
 def to_plain(value: object) -> object:
-    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values; NaN and infinite
-    numbers become None (null), the value strict JSON has for "undefined"."""
+    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -73,11 +71,9 @@ def to_plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return to_plain(value.tolist())
+        return value.tolist()
     if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return value.item()
     return value
 
 
