@@ -19,6 +19,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from autopipe.cohort.image_io import bounding_box, spacing_of
+
 OTSU_BINS = 256
 EDGE_SPREADS = 3.0
 FRACTION_OF_BRIGHT = 0.02
@@ -43,13 +45,19 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(edges[int(best[len(best) // 2]) + 1])
 
 
-def largest_component_filled(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 6-connected component of `mask` and fill its enclosed holes."""
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros(mask.shape, bool)
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(6-connected component labels, voxels per label with the background's count set to 0)."""
+    labels, _ = ndimage.label(mask)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
+    return labels, sizes
+
+
+def largest_component_filled(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest 6-connected component of `mask` and fill its enclosed holes."""
+    labels, sizes = _components(mask)
+    if not sizes.any():
+        return np.zeros(mask.shape, bool)
     return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
@@ -73,11 +81,9 @@ def foreground_mask(image: np.ndarray) -> np.ndarray:
         in_slices = np.ones((3, 3, 3), bool)
         in_slices[tuple(slice(None) if a != axis else [0, 2] for a in range(3))] = False  # no links across slices
         mask = ndimage.binary_fill_holes(mask, structure=in_slices)
-    labels, count = ndimage.label(mask)
-    if count == 0:
+    labels, sizes = _components(mask)
+    if not sizes.any():
         return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
     return np.isin(labels, np.flatnonzero(sizes >= MIN_COMPONENT_OF_LARGEST * sizes.max()))
 
 
@@ -89,13 +95,11 @@ def voxel_ml(affine: np.ndarray) -> float:
 def extent_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
     """Size of the mask's bounding box in mm along R-L, A-P, S-I (array axes mapped by the affine's orientation);
     zeros for an empty mask."""
-    if not mask.any():
+    box = bounding_box(mask)
+    if box is None:
         return (0.0, 0.0, 0.0)
-    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
-    sizes = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        sizes.append((hit[-1] - hit[0] + 1) * spacing[axis])
+    spacing = spacing_of(affine)
+    sizes = [(hi - lo) * spacing[axis] for axis, (lo, hi) in enumerate(box)]
     ornt = nib.io_orientation(affine)
     by_world = [0.0, 0.0, 0.0]
     for axis, (world, _) in enumerate(ornt):
