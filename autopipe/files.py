@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,12 +59,18 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
 
 
 def write_json(path: Path | str, value: object, indent: int = 2) -> Path:
-    """Write `to_plain(value)` as JSON atomically."""
-    return write_text_atomic(path, json.dumps(to_plain(value), indent=indent) + "\n")
+    """Write `to_plain(value)` as strict JSON (no NaN or Infinity, which strict readers refuse) atomically."""
+    return write_text_atomic(path, json.dumps(to_plain(value), indent=indent, allow_nan=False) + "\n")
+
+
+def number(value: object) -> float:
+    """A number read back from autopipe's JSON as a float: null (an undefined value, written for NaN) is NaN."""
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
 
 
 def to_plain(value: object) -> object:
-    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values."""
+    """Dataclasses, numpy arrays and scalars, tuples and dicts as plain JSON-ready values; NaN and infinite
+    numbers become None (null), the value strict JSON has for "undefined" (`number` reads it back as NaN)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -71,9 +78,11 @@ def to_plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_plain(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

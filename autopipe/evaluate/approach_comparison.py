@@ -24,7 +24,7 @@ import torch
 from autopipe.errors import AutopipeError
 from autopipe.evaluate.image_quality import IMAGE_QUALITY_DEFINITIONS, image_quality
 from autopipe.evaluate.metrics import METRIC_DEFINITIONS, dice, lesion_detection
-from autopipe.files import read_json, write_json
+from autopipe.files import number, read_json, write_json
 from autopipe.paths import Workspace
 from autopipe.predict.slice_inference import (
     CLASSICAL,
@@ -103,6 +103,14 @@ def compare_fold(fold: Fold, workspace: Workspace, device: torch.device, progres
            "cs_weight": cs and cs["weight"], "missing_models": sorted(set(dirs) - set(trained))}
     write_json(comparison_dir(workspace, fold.spec.name) / f"fold_{fold.name}.json", out)
     return out
+
+
+def read_comparison(path: Path) -> dict:
+    """A fold_K.json written by compare_fold, with its undefined metrics (null) back as NaN."""
+    result = read_json(path)
+    result["per_subject"] = {method: {case: {k: number(v) for k, v in row.items()} for case, row in rows.items()}
+                             for method, rows in result["per_subject"].items()}
+    return result
 
 
 def summarize(fold_results: list[dict]) -> dict:
@@ -195,7 +203,7 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
             continue
         cached = comparison_dir(workspace, fold.spec.name) / f"fold_{name}.json"
         if cached.is_file() and all(f.stat().st_mtime <= cached.stat().st_mtime for f in finals):
-            results.append(read_json(cached))
+            results.append(read_comparison(cached))
         else:
             results.append(compare_fold(fold, workspace, device, progress))
     if not results:

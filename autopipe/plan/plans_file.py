@@ -75,7 +75,7 @@ def format_json(obj: object, indent: int = 0) -> str:
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
     if isinstance(obj, list) and any(isinstance(v, dict) for v in obj):
         return "[\n" + ",\n".join(inner + format_json(v, indent + 2) for v in obj) + "\n" + pad + "]"
-    return json.dumps(obj)
+    return json.dumps(obj, allow_nan=False)
 
 
 def _is_leaf(obj: dict) -> bool:

@@ -16,6 +16,7 @@ warning says so). The raw file is only read.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 
 from autopipe.cohort.kspace_file import read_kspace_header
 from autopipe.errors import AutopipeError
-from autopipe.files import atomic_path, read_json
+from autopipe.files import atomic_path, number, read_json
 from autopipe.paths import Workspace
 from autopipe.plan.configs import Plans
 from autopipe.predict.slice_inference import available_approaches, load_fold_models, run_approach
@@ -69,9 +70,11 @@ def choose_approach(plans: Plans, workspace: Workspace, requested: str | None, t
     summary = workspace.results / plans.dataset / "reconstruction" / "comparison" / "summary.json"
     if summary.is_file():
         methods = read_json(summary)["methods"]
-        scored = [a for a in trained if "per_lesion_dice" in methods.get(a, {})]
+        scores = {a: number(methods[a]["per_lesion_dice"]["mean"]) for a in trained
+                  if "per_lesion_dice" in methods.get(a, {})}
+        scored = [a for a, v in scores.items() if math.isfinite(v)]
         if scored:
-            return max(scored, key=lambda a: methods[a]["per_lesion_dice"]["mean"])
+            return max(scored, key=scores.get)
     return "mtlrs" if "mtlrs" in trained else trained[0]
 
 

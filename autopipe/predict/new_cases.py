@@ -10,8 +10,8 @@ cross-validation chose to (results/DATASET/CONFIGURATION/crossval/postprocessing
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import torch
 from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending
 from autopipe.errors import AutopipeError
+from autopipe.files import number, read_json
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
 from autopipe.predict.export import export_prediction
@@ -78,8 +79,8 @@ def choose_configuration(workspace: Workspace, dataset: str, requested: str | No
     scores = {}
     for name in trained:
         summary = root / name / "crossval" / "summary.json"
-        if summary.is_file():
-            scores[name] = json.loads(summary.read_text())["pooled"]["dice"]["mean"]
+        if summary.is_file() and math.isfinite(dice := number(read_json(summary)["pooled"]["dice"]["mean"])):
+            scores[name] = dice
     if scores:
         best = max(scores, key=scores.get)
         log.info("configuration %s: best cross-validation Dice (%s)", best,
@@ -93,7 +94,7 @@ def min_lesion_volume(configuration_dir: Path) -> float:
     path = configuration_dir / "crossval" / POSTPROCESSING_FILE
     if not path.is_file():
         return 0.0
-    return float(json.loads(path.read_text())["min_lesion_volume_mm3"])
+    return number(read_json(path)["min_lesion_volume_mm3"])
 
 
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,

@@ -61,7 +61,7 @@ def _from_plain(hint: object, value: object) -> object:
 
 
 def write_json(path: Path, value: object) -> Path:
-    return write_text_atomic(path, json.dumps(to_plain(value), indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(to_plain(value), indent=1, allow_nan=False) + "\n")
 
 
 def pose_record(params: SubjectParams, grid: geometry.Grid) -> dict:
