@@ -17,6 +17,7 @@ from pathlib import Path
 
 from autopipe import __version__
 from autopipe.errors import AutopipeError
+from autopipe.files import scratch_folder
 from autopipe.locks import output_lock
 from autopipe.paths import Workspace, resolve_dataset
 from autopipe.runtime import default_workers, set_threads
@@ -25,6 +26,7 @@ log = logging.getLogger("autopipe")
 LOCKS = ".locks"  # one writer per output: plans/.locks/DATASET, preprocessed/.locks/DATASET, results/.locks/...
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WRITERS = ("plan", "preprocess", "train", "predict", "evaluate")  # commands that write outputs of a cohort
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     set_threads(args.threads or max(1, default_workers() // max(1, args.workers)))
-    # matplotlib keeps a font cache; it goes with autopipe's outputs, never into the user's home folder
-    os.environ.setdefault("MPLCONFIGDIR", str(workspace(args).results.resolve() / ".cache" / "matplotlib"))
+    # matplotlib's font cache and every temporary file go with autopipe's outputs, never into the user's home
+    # folder or /tmp, where a killed command's would stay
+    cache = workspace(args).results.resolve() / ".cache"
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     try:
-        return args.run(args)
+        with scratch_folder(cache / "tmp") if args.command in WRITERS else contextlib.nullcontext():
+            return args.run(args)
     except AutopipeError as exc:
         log.error("error: %s", exc)
         return EXIT_USAGE
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, add_arguments, run_fn in COMMANDS:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         add_arguments(p)
-        p.set_defaults(run=run_fn)
+        p.set_defaults(run=run_fn, command=name)
     return parser
 
 
@@ -99,9 +104,13 @@ def workspace(args: argparse.Namespace) -> Workspace:
 def checked_dataset(args: argparse.Namespace, ws: Workspace) -> Path:
     """The cohort the DATASET argument names, refused while `autopipe check` finds errors in it (the one gate)."""
     from autopipe.cohort.gate import cache_path, require_valid_cohort
+    from autopipe.files import remove_stale_temporaries
 
     root = resolve_dataset(args.dataset, ws.raw)
-    require_valid_cohort(root, cache_path(ws.plans, root.name), workers=args.workers, progress=not args.quiet)
+    cache = cache_path(ws.plans, root.name)
+    for folder in (cache.parent, ws.plans_dir(root.name), ws.preprocessed / root.name, ws.results / root.name):
+        remove_stale_temporaries(folder)  # what a killed command left
+    require_valid_cohort(root, cache, workers=args.workers, progress=not args.quiet)
     return root
 
 
@@ -436,10 +445,13 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from autopipe.files import remove_stale_temporaries
+
     ws = workspace(args)
     root = checked_dataset(args, ws)
     key = hashlib.sha256(str(args.output.expanduser().resolve()).encode()).hexdigest()[:16]
     with output_lock(ws.results / LOCKS / "predict" / key, f"predict -o {args.output}"):
+        remove_stale_temporaries(args.output)
         return _predict(args, ws, root)
 
 

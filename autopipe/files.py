@@ -2,7 +2,9 @@
 
 Every output autopipe writes goes through `atomic_path`: the content is written to a temporary
 file in the same folder and renamed onto the final name only once complete (a rename within a
-folder is atomic on POSIX file systems).
+folder is atomic on POSIX file systems). A temporary file's name says which process writes it
+(.tmp_PID@HOST_...), so what a killed process left can be told from what a live one is writing and
+removed by the next command (`remove_stale_temporaries`), without a lock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +29,8 @@ def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` if the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix if suffix is None else suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(), suffix=path.suffix if suffix is None else suffix,
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -33,6 +39,73 @@ def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+TEMPORARY = ".tmp_"
+_WRITER = re.compile(r"\.tmp_(\d+)@([^_]*)_")
+
+
+def temporary_prefix() -> str:
+    """The name prefix of this process's temporary files: .tmp_PID@HOST_."""
+    return f"{TEMPORARY}{os.getpid()}@{_host()}_"
+
+
+def remove_stale_temporaries(folder: Path | str) -> int:
+    """Delete the temporary files and scratch folders under `folder` whose writer is gone; returns how many.
+
+    A writer is gone when its process no longer runs on this host. A temporary file of another host is
+    kept (its process cannot be asked), and one without a writer in its name (older autopipe) is removed.
+    Safe while other commands write into the same folder: their files name live processes.
+    """
+    folder = Path(folder)
+    removed = 0
+    for path in sorted(folder.rglob(f"{TEMPORARY}*")) if folder.is_dir() else ():
+        match = _WRITER.match(path.name)
+        if match and (match[2] != _host() or _running(int(match[1]))) or not os.path.lexists(path):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+@contextmanager
+def scratch_folder(parent: Path | str) -> Iterator[Path]:
+    """A folder for the temporary files of this process and of the tools it calls, inside `parent` (one of
+    autopipe's output folders, never the user's /tmp): TMPDIR points there while the block runs, and it is
+    removed at the end, or, after a kill, by the next command's `remove_stale_temporaries(parent)`."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(parent)
+    folder = Path(tempfile.mkdtemp(prefix=temporary_prefix() + "scratch", dir=parent))
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def save_png(fig: object, path: Path | str, dpi: int = 80, **options: object) -> Path:

@@ -1,12 +1,56 @@
-"""JSON outputs are strict: NaN and infinite numbers are written as null, and read back as NaN."""
+"""Atomic writes: a temporary file names its writer, so one that a killed process left is removed and one that a
+live process is writing is kept. JSON outputs are strict: NaN and infinite numbers are written as null."""
 
 import json
 import math
+import multiprocessing
+import os
+import signal
+import time
 
 import numpy as np
 
-from autopipe.files import number, read_json, to_plain, write_json
+from autopipe.files import (
+    atomic_path,
+    number,
+    read_json,
+    remove_stale_temporaries,
+    temporary_prefix,
+    to_plain,
+    write_json,
+    write_text_atomic,
+)
 from autopipe.plan.plans_file import format_json
+
+
+def _write_slowly(folder, ready):
+    with atomic_path(folder / "out.json") as tmp:
+        tmp.write_text("half")
+        ready.set()
+        time.sleep(60)
+
+
+def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    writer = context.Process(target=_write_slowly, args=(tmp_path, ready))
+    writer.start()
+    assert ready.wait(30)
+    ours = tmp_path / "sub" / f"{temporary_prefix()}x.json"  # this process is alive too
+    ours.parent.mkdir()
+    ours.write_text("mine")
+    assert remove_stale_temporaries(tmp_path) == 0
+    assert len(list(tmp_path.glob(".tmp_*"))) == 1 and ours.exists()
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not list(tmp_path.glob(".tmp_*")) and ours.exists() and not (tmp_path / "out.json").exists()
+
+
+def test_a_finished_write_leaves_only_its_file(tmp_path):
+    write_text_atomic(tmp_path / "a.txt", "done")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert remove_stale_temporaries(tmp_path / "missing") == 0
 
 
 def _strict(text: str) -> object:

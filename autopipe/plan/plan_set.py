@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from autopipe.files import remove_stale_temporaries
+
 KEPT = ("plans.previous.json",)  # files of the old set that the new one carries over
 
 
@@ -30,8 +32,7 @@ def recover(folder: Path) -> None:
     for leftover in (aside, staging):
         if leftover.exists():
             shutil.rmtree(leftover)
-    for tmp in folder.glob(".tmp_*") if folder.is_dir() else ():
-        tmp.unlink(missing_ok=True)
+    remove_stale_temporaries(folder)
 
 
 def write_set(folder: Path, files: dict[str, str]) -> dict[str, Path]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.cohort.image_io import Volume
+from autopipe.files import temporary_prefix
 from autopipe.preprocess.geometry import Grid, grid_image, resampled_grid, to_ants
 
 TRANSFORMS = ("Rigid", "Affine", "SyN")
@@ -46,7 +47,7 @@ class Registration:
             suffix = ".mat" if path.endswith(".mat") else ".nii.gz"
             role = "affine" if suffix == ".mat" else ("inverse_warp" if "Inverse" in path else "warp")
             target = folder / f"{prefix}_{role}{suffix}"
-            tmp = target.with_name(".tmp_" + target.name)
+            tmp = target.with_name(temporary_prefix() + target.name)
             shutil.move(path, tmp)
             tmp.replace(target)
             moved[path] = target.name

@@ -16,6 +16,7 @@ import pytest
 from scipy import ndimage
 
 from autopipe.cohort.image_io import Volume, bounding_box, to_ras
+from autopipe.files import remove_stale_temporaries
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import plausibility, runner
 from autopipe.preprocess.acceptance import failed_checks
@@ -624,15 +625,15 @@ def test_memory_bounded_workers(monkeypatch, available, requested, cases, expect
     assert runner.memory_bounded_workers(requested, cases) == expected
 
 
-def test_remove_leftovers_deletes_only_temporary_files(tmp_path):
+def test_remove_stale_temporaries_deletes_only_temporary_files(tmp_path):
     keep = [tmp_path / "CASE.h5", tmp_path / "qc" / "views" / "CASE.npz", tmp_path / "tmp_not_hidden.json"]
     drop = [tmp_path / ".tmp_abc.h5", tmp_path / "qc" / ".tmp_x.png", tmp_path / "transforms" / ".tmp_CASE_affine.mat"]
     for path in keep + drop:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    runner.remove_leftovers(tmp_path)
+    remove_stale_temporaries(tmp_path)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in drop)
-    runner.remove_leftovers(tmp_path / "missing")  # nothing to clean: no error
+    remove_stale_temporaries(tmp_path / "missing")  # nothing to clean: no error
 
 
 # ---------------------------------------------------------------- skull strip
