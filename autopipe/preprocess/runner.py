@@ -65,7 +65,9 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
     if len(todo) < len(jobs):
         log.info("%d of %d cases already preprocessed with this plan: skipped (--force redoes them)",
                  len(jobs) - len(todo), len(jobs))
-    remove_leftovers(folder)
+    if todo:  # the summaries of the set describe it again once its cases are done, never half of it
+        for summary in (folder / "report.json", folder / "qc" / "montage.png"):
+            summary.unlink(missing_ok=True)
     write_json(folder / "preprocessing_plan.json", {"digest": digest, "plan": plan})
     workers = memory_bounded_workers(workers, len(todo))
     outcomes = parallel_map(run_job, todo, workers, "preprocess", enabled=progress) if todo else []
@@ -102,14 +104,6 @@ def run_job(job: CaseJob) -> Outcome:
         return Outcome(job.case_id, error=f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug? rerun with "
                                           "--debug for the traceback and report it)",
                        details=traceback.format_exc())
-
-
-def remove_leftovers(folder: Path) -> None:
-    """Delete temporary files a killed run left behind (atomic writes name them .tmp_*); they never count as
-    outputs, but they take space. Do not run two preprocess commands on one cohort at once."""
-    if folder.is_dir():
-        for path in folder.rglob(".tmp_*"):
-            path.unlink(missing_ok=True)
 
 
 def memory_bounded_workers(requested: int, cases: int, gb_per_worker: float = GB_PER_WORKER) -> int:
