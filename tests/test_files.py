@@ -6,7 +6,9 @@ import math
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from autopipe.files import (
     number,
     read_json,
     remove_stale_temporaries,
+    scratch_folder,
     temporary_prefix,
     to_plain,
     write_json,
@@ -66,3 +69,26 @@ def test_nan_and_infinity_are_written_as_null_and_read_back_as_nan(tmp_path):
     assert _strict(path.read_text()) == {"mean": None, "values": [1.0, None, None], "scalar": None, "n": 3}
     assert _strict(format_json(to_plain(value))) == _strict(path.read_text())
     assert math.isnan(number(read_json(path)["mean"])) and number(read_json(path)["n"]) == 3.0
+
+
+def test_temporary_files_of_a_command_go_to_its_scratch_folder_which_is_removed(tmp_path):
+    stale = tmp_path / ".tmp_999999999@otherhost_scratch"  # another host's: kept
+    dead = tmp_path / f".tmp_{_dead_pid()}@{temporary_prefix().split('@')[1]}scratchXYZ"
+    for folder in (stale, dead):
+        folder.mkdir()
+        (folder / "tmpfile").write_text("x")
+    before = os.environ.get("TMPDIR")
+    with scratch_folder(tmp_path) as scratch:
+        assert Path(tempfile.gettempdir()) == scratch and scratch.parent == tmp_path
+        with tempfile.NamedTemporaryFile(delete=False) as handle:  # what ANTs and the like do
+            assert Path(handle.name).parent == scratch
+    assert os.environ.get("TMPDIR") == before and tempfile.gettempdir() != str(scratch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name]
+
+
+def _dead_pid() -> int:
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()
+    return child.pid
