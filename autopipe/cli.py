@@ -284,9 +284,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import torch  # noqa: F401  (imported before set_threads, so torch's thread count is set too)
 
-    from autopipe.train import distributed
+    from autopipe import distributed
+    from autopipe.preprocess.folds import load_fold, parse_fold
     from autopipe.train.device import choose_device
-    from autopipe.train.fold import load_fold, parse_fold, train_fold, training_jobs
+    from autopipe.train.fold import train_fold, training_jobs
     from autopipe.train.trainer import default_loader_workers
 
     fold_name = parse_fold(args.fold)
@@ -327,12 +328,13 @@ HAND_FUNCTION = "hand_function"
 def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
     """-c NAMES -> (segmentation configurations, reconstruction models incl. 'cs', hand-function models:
     'hand_function' for the logistic regression and the joint U-Net's name); None means every planned."""
+    from autopipe.layout import CS
+    from autopipe.models.slice_models import planned_models
     from autopipe.train.joint_fold import planned_joint_name
-    from autopipe.train.slice_fold import CS, planned_models
 
     if names is None:
         return None, None, None
-    slice_names = [*planned_models(fold), *([CS] if fold.plans.reconstruction else [])]
+    slice_names = [*planned_models(fold.plans), *([CS] if fold.plans.reconstruction else [])]
     plans = fold.plans
     joint = planned_joint_name(plans)
     hand_names = [*([HAND_FUNCTION] if plans.hand_function else []), *([joint] if joint else [])]
@@ -346,9 +348,10 @@ def split_model_names(fold, names: list[str] | None) -> tuple[list[str] | None, 
 
 def _train_reconstruction(args: argparse.Namespace, fold, ws, models: list[str] | None, device, ranks) -> None:
     """The compressed-sensing weight and the slice models of the plan's approaches, then their comparison."""
+    from autopipe import distributed
     from autopipe.evaluate.approach_comparison import compare_fold, format_comparison, summarize
-    from autopipe.train import distributed
-    from autopipe.train.slice_fold import CS, slice_jobs, train_slice_fold, tune_cs_weight
+    from autopipe.layout import CS
+    from autopipe.train.slice_fold import slice_jobs, train_slice_fold, tune_cs_weight
 
     if fold.plans.reconstruction is None or models == []:
         return
@@ -399,7 +402,8 @@ def _train_joint(args: argparse.Namespace, fold, ws, r: float, device, ranks, wo
     train_fold([job], device, ranks, resume=args.resume, force=args.force, progress=not args.quiet)
     _validate_segmentation(args, fold, [job], device, ranks)
     if ranks.is_main and fold.val_cases:
-        result = predict_joint_validation(job, fold, labels, device, progress=not args.quiet)
+        result = predict_joint_validation(job.out_dir, job.hand_weight, fold, labels, device,
+                                          progress=not args.quiet)
         scored = [v for v in result["cases"].values() if v["label"] is not None]
         correct = sum((v["probability"] >= 0.5) == bool(v["label"]) for v in scored)
         print(f"{job.name} fold {fold.name}: hand function of {len(scored)} held-out subject(s), {correct} right at "

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from autopipe.errors import AutopipeError
+from autopipe.layout import comparison_dir
 from autopipe.paths import Workspace
 
 log = logging.getLogger("autopipe")
@@ -31,8 +32,8 @@ DEMO_HAND_EPOCHS = 3  # per extra fold of the 3D U-Net and for the joint U-Net: 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
     from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
+    from autopipe.models.slice_models import models_for
     from autopipe.plan.plans_file import load_plans
-    from autopipe.train.slice_models import models_for
 
     workdir = workdir.expanduser().resolve()
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans",
@@ -73,7 +74,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     log.info("   QC pictures   %s (montage.png: every case at a glance)", preprocessed / "qc")
     log.info("   training      %s (progress.png: loss and Dice curves per configuration)", ws.results / DEMO_DATASET)
     log.info("   comparison    %s (reconstruction + segmentation approaches, per subject)",
-             ws.results / DEMO_DATASET / "reconstruction" / "comparison")
+             comparison_dir(ws, DEMO_DATASET))
     log.info("   hand function %s (summary.json, calibration.png, coefficient maps)",
              ws.results / DEMO_DATASET / "hand_function")
     log.info("   predictions   %s", predictions)

@@ -33,12 +33,13 @@ def main() -> None:
     import torch
 
     from autopipe.cli import main as autopipe
+    from autopipe.distributed import Ranks
     from autopipe.evaluate.hand_function import evaluate_hand_function
     from autopipe.paths import Workspace
     from autopipe.predict.hand_inference import predict_joint_validation
     from autopipe.predict.validation import predict_validation
-    from autopipe.train.distributed import Ranks
-    from autopipe.train.fold import load_fold, train_fold
+    from autopipe.preprocess.folds import load_fold
+    from autopipe.train.fold import train_fold
     from autopipe.train.hand_fold import labels_of
     from autopipe.train.joint_fold import joint_job
 
@@ -70,7 +71,7 @@ def main() -> None:
             train_fold([job], device, Ranks(), resume=True, progress=False)
             predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(fold.val_cases), device, mirror=False,
                                progress=False)
-            predict_joint_validation(job, fold, labels, device, progress=False)
+            predict_joint_validation(job.out_dir, job.hand_weight, fold, labels, device, progress=False)
         joint_minutes[r] = (time.monotonic() - tick) / 60
         dice[job.name] = _pooled_dice(ws, dataset, job.out_dir.parent.name)
     dice["3d_fullres (plain U-Net)"] = _pooled_dice(ws, dataset, "3d_fullres")

@@ -83,10 +83,11 @@ def _child(cohort: Path, ws, case: str, queue) -> None:
 
     set_threads(2)
     from autopipe.cohort.dataset import load_dataset
+    from autopipe.layout import data_identifier
     from autopipe.plan.plans_file import load_plans
     from autopipe.preprocess.case import preprocess_case
     from autopipe.preprocess.runner import case_jobs
-    from autopipe.preprocess.storage import data_identifier, plan_digest
+    from autopipe.preprocess.storage import plan_digest
 
     spec = load_dataset(cohort)
     plan = load_plans(ws.plans_dir(spec.name) / "plans.json").preprocessing

@@ -35,8 +35,8 @@ def main() -> None:
 
     from autopipe.cli import main as autopipe
     from autopipe.evaluate.approach_comparison import compare_crossvalidation
+    from autopipe.models.slice_models import MODEL_NAMES
     from autopipe.paths import Workspace
-    from autopipe.train.slice_models import MODEL_NAMES
 
     dataset = "Dataset001_SynthPVL"
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans", preprocessed=workdir / "preprocessed",
@@ -51,7 +51,7 @@ def main() -> None:
     _ok(autopipe(["preprocess", dataset, *folders, "--no-qc"]))
     plans = json.loads((ws.plans / dataset / "plans.json").read_text())
     approaches = plans["multitask"]["approaches"]["value"]
-    from autopipe.train.slice_models import models_for
+    from autopipe.models.slice_models import models_for
 
     models = models_for(approaches)
     started = time.monotonic()

@@ -57,13 +57,15 @@ def main() -> None:
 def _measure(workdir: Path, name: str, workers: int, iterations: int) -> dict:
     import torch
 
+    from autopipe.layout import case_paths
+    from autopipe.models.checkpoint import checkpoint_path
     from autopipe.paths import Workspace
     from autopipe.predict.inference import predict_probability
     from autopipe.predict.models import load_ensemble
-    from autopipe.preprocess.storage import case_paths, read_case
+    from autopipe.preprocess.folds import load_fold
+    from autopipe.preprocess.storage import read_case
     from autopipe.runtime import set_threads
-    from autopipe.train.checkpoint import checkpoint_path
-    from autopipe.train.fold import clear_outputs, load_fold, training_jobs
+    from autopipe.train.fold import clear_outputs, training_jobs
     from autopipe.train.trainer import train
 
     set_threads(2)

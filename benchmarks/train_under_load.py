@@ -21,7 +21,7 @@ WORKER = """
 import os, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[1]))
-from autopipe.train.network import PlainConvUNet
+from autopipe.models.unet import PlainConvUNet
 net = PlainConvUNet(1, 2, (8, 16, 32, 64), [[3, 3, 3]] * 4, [[1, 1, 1]] + [[2, 2, 2]] * 3, deep_supervision=False)
 opt = torch.optim.Adam(net.parameters(), 1e-3)
 x, y = torch.randn(2, 1, 48, 48, 48), torch.randint(0, 2, (2, 48, 48, 48))

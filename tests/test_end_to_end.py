@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from autopipe.cli import main
+from autopipe.layout import case_paths
 from autopipe.predict.export import export_prediction
-from autopipe.preprocess.storage import case_paths, read_case, read_properties
+from autopipe.preprocess.storage import read_case, read_properties
 from tests.tiny_cohort import folders, tree_digest
 
 

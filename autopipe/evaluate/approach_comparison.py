@@ -25,6 +25,8 @@ from autopipe.errors import AutopipeError
 from autopipe.evaluate.image_quality import IMAGE_QUALITY_DEFINITIONS, image_quality
 from autopipe.evaluate.metrics import METRIC_DEFINITIONS, dice, lesion_detection
 from autopipe.files import number, read_json, write_json
+from autopipe.layout import CS, CS_FILE, comparison_dir, kspace_dir, slice_model_dir
+from autopipe.models.slice_models import planned_models
 from autopipe.paths import Workspace
 from autopipe.predict.slice_inference import (
     CLASSICAL,
@@ -33,15 +35,12 @@ from autopipe.predict.slice_inference import (
     load_fold_models,
     process_case,
 )
+from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.kspace_slices import cases_with_kspace
 from autopipe.progress import Progress
-from autopipe.train.cs_weight import CS_FILE
-from autopipe.train.fold import Fold
-from autopipe.train.kspace_slices import cases_with_kspace, kspace_dir
-from autopipe.train.slice_fold import CS, RECONSTRUCTION_FOLDER, planned_models, slice_model_dir
 
 log = logging.getLogger(__name__)
 
-COMPARISON_FOLDER = "comparison"
 RECONSTRUCTION_METRICS = ("ssim", "psnr", "nmse")
 SEGMENTATION_METRICS = ("dice", "per_lesion_dice")
 DEFINITIONS = {
@@ -52,10 +51,6 @@ DEFINITIONS = {
                 "reference lesions left out), with its two-sided p-value (scipy.stats.spearmanr).",
     "seconds_per_slice": "wall-clock seconds to reconstruct (and segment) one slice on the evaluating device.",
 }
-
-
-def comparison_dir(workspace: Workspace, dataset: str) -> Path:
-    return workspace.results / dataset / RECONSTRUCTION_FOLDER / COMPARISON_FOLDER
 
 
 def subject_metrics(target: np.ndarray, labels: np.ndarray | None, image: np.ndarray,
@@ -77,7 +72,7 @@ def compare_fold(fold: Fold, workspace: Workspace, device: torch.device, progres
     if not cases:
         raise AutopipeError(f"fold {fold.name} has no validation case with k-space", where=str(folder),
                             fix="the comparison needs held-out cases with k-space; use another fold")
-    dirs = {m: slice_model_dir(workspace, fold.spec.name, m, fold.name) for m in planned_models(fold)}
+    dirs = {m: slice_model_dir(workspace, fold.spec.name, m, fold.name) for m in planned_models(fold.plans)}
     trained = {m: d for m, d in dirs.items() if (d / "checkpoint_final.pt").is_file()}
     models = load_fold_models(trained, device)
     approaches = available_approaches(plans.multitask.approaches if plans.multitask else [], models)
@@ -181,7 +176,7 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
                             device: torch.device | None = None, progress: bool = False) -> dict | None:
     """The comparison over every fold whose models are trained (or those named); None if none is.
     Folds already compared are reused unless a model is newer than their fold_K.json."""
-    from autopipe.train.fold import load_fold
+    from autopipe.preprocess.folds import load_fold
 
     device = device or torch.device("cpu")
     results, dataset = [], None
@@ -193,7 +188,7 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
                 raise
             continue
         dataset = fold.spec.name
-        dirs = [slice_model_dir(workspace, dataset, m, name) for m in planned_models(fold)]
+        dirs = [slice_model_dir(workspace, dataset, m, name) for m in planned_models(fold.plans)]
         finals = [d / "checkpoint_final.pt" for d in dirs]
         if not dirs or not all(f.is_file() for f in finals):
             if folds:

@@ -1,6 +1,6 @@
 """The hand-function classifier's coefficients as a map in template space: NIfTI, a picture, and a check.
 
-A coefficient per brain cell of the coarse grid (autopipe.train.lesion_features) reads as "log-odds of
+A coefficient per brain cell of the coarse grid (autopipe.models.lesion_features) reads as "log-odds of
 impairment per mL of lesion in this cell". Here they are put back on the coarse grid, written as NIfTI in
 MNI space, drawn over the template, and scored against a region known to matter (e.g. the corticospinal
 tract): how much of the map's weight lies inside it, next to what a map spread evenly over the brain gives.
@@ -14,7 +14,7 @@ import numpy as np
 
 from autopipe.cohort.image_io import spacing_of
 from autopipe.files import atomic_path, save_png
-from autopipe.train.lesion_features import CoarseGrid, sample_nearest
+from autopipe.models.lesion_features import CoarseGrid, sample_nearest
 
 COLORBAR_LABEL = "log-odds of impairment per mL of lesion"
 NIFTI_MNI_CODE = 4  # NIfTI xform code 4: coordinates aligned to MNI152

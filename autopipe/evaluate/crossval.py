@@ -26,10 +26,10 @@ from autopipe.evaluate.evaluation import (
 )
 from autopipe.evaluate.postprocessing import choose_min_lesion_volume
 from autopipe.files import write_json
+from autopipe.layout import POSTPROCESSING_FILE, crossval_dir, validation_dir
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
 from autopipe.plan.splits import load_splits
-from autopipe.predict.new_cases import POSTPROCESSING_FILE
 from autopipe.predict.validation import prediction_name
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: 
                    progress: bool) -> dict:
     fold_results, cases = {}, []
     for k, split in enumerate(splits):
-        validation = folder / f"fold_{k}" / "validation"
+        validation = validation_dir(folder / f"fold_{k}")
         if not all((validation / prediction_name(spec, c)).is_file() for c in split["val"]):
             continue
         fold_results[k] = evaluate_fold(spec, validation, split["val"], labels, progress)
@@ -86,7 +86,7 @@ def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: 
                  ", ".join(map(str, missing)), ", ".join(map(str, fold_results)))
     summary = crossval_summary({k: {key: r[key] for key in ("cases", "mean")} for k, r in fold_results.items()})
     postprocessing = choose_min_lesion_volume(cases)
-    out = folder / "crossval"
+    out = crossval_dir(folder)
     write_json(out / "summary.json", {"configuration": folder.name, **summary})
     write_json(out / POSTPROCESSING_FILE, postprocessing)
     pooled = summary["pooled"]

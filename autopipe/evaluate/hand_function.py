@@ -29,11 +29,10 @@ from autopipe.evaluate.classification import (
 )
 from autopipe.evaluate.coefficient_map import cells_to_volume, plot_map, region_weight_fraction, write_map
 from autopipe.files import read_json, write_json
+from autopipe.layout import HELD_OUT_FILE, JOINT_PREFIX, JOINT_RESULT_FILE, PREDICTOR_FILE, hand_dir
+from autopipe.models.hand_predictor import VARIANTS, load_classifier
+from autopipe.models.lesion_features import CoarseGrid, cell_fraction, nearest_on_grid
 from autopipe.paths import Workspace
-from autopipe.predict.hand_inference import RESULT_FILE
-from autopipe.train.hand_fold import HELD_OUT_FILE, PREDICTOR_FILE, VARIANTS, hand_dir, load_classifier
-from autopipe.train.joint_fold import JOINT_PREFIX
-from autopipe.train.lesion_features import CoarseGrid, cell_fraction, nearest_on_grid
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def collect_predictions(workspace: Workspace, dataset: str) -> dict[str, dict[st
             for variant in VARIANTS:
                 models.setdefault(variant, {}).setdefault(fold, {})[case] = {"label": row["label"],
                                                                              "probability": row[variant]}
-    for path in sorted((workspace.results / dataset).glob(f"{JOINT_PREFIX}*/fold_*/{RESULT_FILE}")):
+    for path in sorted((workspace.results / dataset).glob(f"{JOINT_PREFIX}*/fold_*/{JOINT_RESULT_FILE}")):
         result = read_json(path)
         fold = path.parent.name.removeprefix("fold_")
         cases = {c: v for c, v in result["cases"].items() if v["label"] is not None}

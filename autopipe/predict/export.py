@@ -36,7 +36,7 @@ def write_like(path: Path, data: np.ndarray, reference: Path, dtype: type) -> Pa
 def export_template_mask(probability: np.ndarray, properties: dict, path: Path) -> Path:
     """A lesion probability on a template-space training grid -> a 0/1 mask on the whole template grid
     (`full_grid`, zeros outside the crop box), as NIfTI with the template grid's affine."""
-    from autopipe.train.lesion_features import on_full_grid
+    from autopipe.models.lesion_features import on_full_grid
 
     if properties.get("space") != "template":
         raise ValueError(f"case {properties.get('case')} is in {properties.get('space')} space, not template space")

@@ -17,10 +17,10 @@ import numpy as np
 
 from autopipe.errors import AutopipeError
 from autopipe.files import write_text_atomic
+from autopipe.layout import PREDICTOR_FILE, hand_dir
+from autopipe.models.hand_predictor import LinearClassifier, load_classifier
+from autopipe.models.lesion_features import CoarseGrid, feature_vector, on_full_grid
 from autopipe.paths import Workspace
-from autopipe.train.hand_classifier import LinearClassifier
-from autopipe.train.hand_fold import PREDICTOR_FILE, hand_dir, load_classifier
-from autopipe.train.lesion_features import CoarseGrid, feature_vector, on_full_grid
 
 CSV_FILE = "hand_function.csv"
 THRESHOLD = 0.5

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from autopipe.files import write_json
+from autopipe.layout import case_paths, joint_result
+from autopipe.models.checkpoint import checkpoint_path
+from autopipe.models.joint_unet import JointUNet
 from autopipe.predict.models import TrainedModel, load_model
 from autopipe.predict.sliding_window import padded_windows
-from autopipe.preprocess.storage import case_paths, read_case
+from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.storage import read_case
 from autopipe.progress import track
-from autopipe.train.checkpoint import checkpoint_path
-from autopipe.train.fold import Fold
-from autopipe.train.joint_network import JointUNet
-from autopipe.train.trainer import TrainingJob
 
 
 def predict_hand_probability(models: list[TrainedModel], image: np.ndarray, device: torch.device, *,
@@ -66,26 +66,21 @@ def _mean_logit(model: TrainedModel, image: np.ndarray, device: torch.device, st
     return logit_sum / weight_sum if weight_sum > 0 else plain_sum / windows  # an empty image: every window alike
 
 
-RESULT_FILE = "hand_function.json"
 
 
-def predict_joint_validation(job: TrainingJob, fold: Fold, labels: dict[str, int | None], device: torch.device,
-                        progress: bool = True) -> dict:
-    """P(impaired) of each held-out case of `fold` by the job's final joint model, with its label (None if
-    unknown), written to job.out_dir/hand_function.json and returned."""
-    model = load_model(checkpoint_path(job.out_dir, "final"), device)
+def predict_joint_validation(fold_folder: Path, r: float, fold: Fold, labels: dict[str, int | None],
+                             device: torch.device, progress: bool = True) -> dict:
+    """P(impaired) of each held-out case of `fold` by the final joint model in `fold_folder` (trained with weight
+    r), with its label (None if unknown), written to the folder's hand_function.json and returned."""
+    name = fold_folder.parent.name
+    model = load_model(checkpoint_path(fold_folder, "final"), device)
     cases: dict[str, dict] = {}
-    for case in track(fold.val_cases, len(fold.val_cases), f"hand function {job.name} fold {fold.name}",
+    for case in track(fold.val_cases, len(fold.val_cases), f"hand function {name} fold {fold.name}",
                       enabled=progress):
         image = read_case(case_paths(fold.preprocessed, case)[0], ("image",))["image"]
         label = labels.get(case)
         cases[case] = {"probability": predict_hand_probability([model], image, device),
                        "label": None if label is None else int(label)}
-    result = {"model": job.name, "r": job.hand_weight, "fold": fold.name, "cases": cases}
-    write_json(result_path(job.out_dir), result)
+    result = {"model": name, "r": r, "fold": fold.name, "cases": cases}
+    write_json(joint_result(fold_folder), result)
     return result
-
-
-def result_path(out_dir: Path) -> Path:
-    """Where predict_joint_validation writes a fold's hand-function predictions."""
-    return out_dir / RESULT_FILE

@@ -26,13 +26,14 @@ import torch
 from autopipe.cohort.kspace_file import read_kspace_header
 from autopipe.errors import AutopipeError
 from autopipe.files import atomic_path, number, read_json
+from autopipe.layout import SUMMARY_FILE, comparison_dir
+from autopipe.models.slice_models import APPROACH_MODELS
 from autopipe.paths import Workspace
 from autopipe.plan.configs import Plans
 from autopipe.predict.slice_inference import available_approaches, load_fold_models, run_approach
 from autopipe.preprocess.kspace_prep import prepare_kspace_case
+from autopipe.preprocess.kspace_slices import SliceRef, load_slice
 from autopipe.progress import Progress
-from autopipe.train.kspace_slices import SliceRef, load_slice
-from autopipe.train.slice_models import APPROACH_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def choose_approach(plans: Plans, workspace: Workspace, requested: str | None, t
     if not trained:
         raise AutopipeError("no reconstruction approach is trained for this cohort",
                             fix="run `autopipe train FOLD` for at least one fold first")
-    summary = workspace.results / plans.dataset / "reconstruction" / "comparison" / "summary.json"
+    summary = comparison_dir(workspace, plans.dataset) / SUMMARY_FILE
     if summary.is_file():
         methods = read_json(summary)["methods"]
         scores = {a: number(methods[a]["per_lesion_dice"]["mean"]) for a in trained
@@ -82,7 +83,7 @@ def predict_kspace_folder(input_dir: Path, output_dir: Path, plans: Plans, works
                           approach: str | None = None, folds: list[str] | None = None,
                           device: torch.device | None = None, progress: bool = True) -> dict:
     """Reconstruct and segment every *.h5 in input_dir; returns {"approach", "folds", "written", "failed"}."""
-    from autopipe.train.slice_fold import slice_model_dir
+    from autopipe.layout import slice_model_dir
 
     device = device or torch.device("cpu")
     files = sorted(Path(input_dir).glob("*.h5"))

@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 
 from autopipe.errors import AutopipeError
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
-from autopipe.train.joint_network import JointUNet
-from autopipe.train.network import PlainConvUNet
+from autopipe.models.architectures import load_network
+from autopipe.models.checkpoint import checkpoint_path
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,9 @@ class TrainedModel:
 
 def load_model(path: Path, device: torch.device) -> TrainedModel:
     """The network in `path` (a checkpoint), in eval mode without deep supervision, on `device`; a joint model
-    (network_kwargs "hand_head": true) comes back as a JointUNet."""
-    state = load_checkpoint(path, map_location=device)
-    kwargs = {**state["network_kwargs"], "deep_supervision": False}
-    network = (JointUNet if kwargs.pop("hand_head", False) else PlainConvUNet)(**kwargs)
-    network.load_state_dict(state["network"])
-    network.to(device).eval()
+    comes back as a JointUNet (autopipe.models.architectures)."""
+    network, state = load_network(path, device, deep_supervision=False)
+    kwargs = state["network_kwargs"]
     return TrainedModel(network, tuple(state["patch_size"]), tuple(state["transpose_forward"]),
                         kwargs["in_channels"], kwargs["num_classes"], state.get("configuration", "?"),
                         str(state.get("fold", "?")), path)

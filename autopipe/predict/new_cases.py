@@ -21,6 +21,7 @@ from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending
 from autopipe.errors import AutopipeError
 from autopipe.files import number, read_json
+from autopipe.layout import POSTPROCESSING_FILE, SUMMARY_FILE, case_paths, crossval_dir
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
 from autopipe.predict.export import export_prediction
@@ -31,13 +32,12 @@ from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
 from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
-from autopipe.preprocess.storage import case_paths, plan_digest, read_case
+from autopipe.preprocess.storage import plan_digest, read_case
 from autopipe.progress import parallel_map, track
 
 log = logging.getLogger(__name__)
 
 SCRATCH = ".autopipe_preprocessing"
-POSTPROCESSING_FILE = "postprocessing.json"
 
 
 def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
@@ -78,7 +78,7 @@ def choose_configuration(workspace: Workspace, dataset: str, requested: str | No
         raise AutopipeError(f"no trained model for {dataset} in {root}", fix="run `autopipe train FOLD` first")
     scores = {}
     for name in trained:
-        summary = root / name / "crossval" / "summary.json"
+        summary = crossval_dir(root / name) / SUMMARY_FILE
         if summary.is_file() and math.isfinite(dice := number(read_json(summary)["pooled"]["dice"]["mean"])):
             scores[name] = dice
     if scores:
@@ -91,7 +91,7 @@ def choose_configuration(workspace: Workspace, dataset: str, requested: str | No
 
 def min_lesion_volume(configuration_dir: Path) -> float:
     """Postprocessing chosen by cross-validation (0: none, also when no decision was made)."""
-    path = configuration_dir / "crossval" / POSTPROCESSING_FILE
+    path = crossval_dir(configuration_dir) / POSTPROCESSING_FILE
     if not path.is_file():
         return 0.0
     return number(read_json(path)["min_lesion_volume_mm3"])

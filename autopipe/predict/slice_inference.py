@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from autopipe.models.checkpoint import checkpoint_path
+from autopipe.models.mtlrs import MultitaskOutput
+from autopipe.models.slice_models import APPROACH_MODELS, load_trained
 from autopipe.mri.baselines import cg_sense, l1_wavelet, zero_filled
 from autopipe.preprocess.kspace_prep import kspace_slice_count
-from autopipe.train.checkpoint import checkpoint_path
-from autopipe.train.kspace_slices import SliceRef, load_slice
-from autopipe.train.mtlrs import MultitaskOutput
-from autopipe.train.slice_models import APPROACH_MODELS, load_trained
+from autopipe.preprocess.kspace_slices import SliceRef, load_slice
 
 CLASSICAL = ("zero_filled", "cg_sense", "cs")
 CG_ITERATIONS = 10

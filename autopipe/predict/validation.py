@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from autopipe.cohort.dataset import DatasetSpec
+from autopipe.distributed import Ranks, barrier, share_work
+from autopipe.layout import case_paths, template_space_prediction, validation_dir
+from autopipe.models.checkpoint import checkpoint_path
 from autopipe.predict.export import export_prediction, export_template_mask
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import load_ensemble
-from autopipe.preprocess.storage import case_paths, read_case, read_properties
+from autopipe.preprocess.storage import read_case, read_properties
 from autopipe.progress import track
-from autopipe.train.checkpoint import checkpoint_path
-from autopipe.train.distributed import Ranks, barrier, share_work
-from autopipe.train.fold import template_space_prediction
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
     """Write the native-space predictions of `cases` by the fold's final network into fold_dir/validation
     (cases already predicted by that network are kept)."""
     ranks = ranks or Ranks()
-    out = fold_dir / "validation"
+    out = validation_dir(fold_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(fold_dir, "final")
     models = load_ensemble([final], device)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from autopipe.errors import AutopipeError
 from autopipe.files import write_json
-from autopipe.preprocess.storage import case_paths, read_properties
+from autopipe.layout import case_paths
+from autopipe.preprocess.storage import read_properties
 
 ACCEPTED = "accepted.json"
 ALL = "all"

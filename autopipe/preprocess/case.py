@@ -22,6 +22,7 @@ from autopipe.anatomy.foreground import border_share, faces_covered
 from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume, to_ras
 from autopipe.cohort.problem import dims
 from autopipe.files import to_plain, write_json
+from autopipe.layout import case_paths
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import plausibility, qc
 from autopipe.preprocess.bias_field import n4_correct
@@ -30,7 +31,7 @@ from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
 from autopipe.preprocess.registration import Registration, apply, register
 from autopipe.preprocess.skull_strip import StripResult, strip_skull
-from autopipe.preprocess.storage import FORMAT_VERSION, case_paths, write_case_arrays
+from autopipe.preprocess.storage import FORMAT_VERSION, write_case_arrays
 from autopipe.templates import load_template, nearest_resolution
 
 MIN_BRAIN_ML = 1.0  # below this no step after stripping can run; implausible volumes above it are findings

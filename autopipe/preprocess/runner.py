@@ -21,6 +21,7 @@ from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import UnreadableImage
 from autopipe.errors import AutopipeError, first_line
 from autopipe.files import write_json
+from autopipe.layout import case_paths, data_identifier
 from autopipe.paths import Workspace
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.plan.plans_file import load_plans
@@ -28,7 +29,7 @@ from autopipe.preprocess import acceptance
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseError, CaseJob, preprocess_case
 from autopipe.preprocess.report import build_report, format_table
-from autopipe.preprocess.storage import case_paths, data_identifier, is_finished, plan_digest, read_properties
+from autopipe.preprocess.storage import is_finished, plan_digest, read_properties
 from autopipe.progress import parallel_map
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.files import atomic_path, to_plain
+from autopipe.layout import case_paths
 
 FORMAT_VERSION = 1
 CHUNK = 32
@@ -36,18 +37,6 @@ def plan_digest(plan: object) -> str:
         plain = {k: v for k, v in plain.items() if k != "reasons"}
     text = json.dumps({"format_version": FORMAT_VERSION, "plan": plain}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def data_identifier(space: str, spacing: tuple[float, ...]) -> str:
-    """Folder name of a preprocessing: the space and the target spacing, e.g. 'template_2mm'."""
-    values = sorted(set(spacing))
-    text = "x".join(f"{s:g}" for s in spacing) if len(values) > 1 else f"{values[0]:g}"
-    return f"{space}_{text}mm"
-
-
-def case_paths(folder: Path, case_id: str) -> tuple[Path, Path]:
-    """(arrays, properties) of a case."""
-    return folder / f"{case_id}.h5", folder / f"{case_id}.json"
 
 
 def write_case_arrays(path: Path, image: np.ndarray, brain: np.ndarray, seg: np.ndarray | None, seed: int) -> int:

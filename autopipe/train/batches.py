@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from autopipe.errors import AutopipeError
-from autopipe.preprocess.storage import case_paths, read_region
+from autopipe.layout import case_paths
+from autopipe.preprocess.storage import read_region
 from autopipe.train.augmentation import (
     NNUNET_AUGMENTATION,
     AugmentationSettings,

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from autopipe.files import write_json
+from autopipe.layout import CS_FILE
 from autopipe.mri.baselines import l1_wavelet
+from autopipe.preprocess.kspace_slices import load_slice, slice_refs
 from autopipe.progress import Progress
-from autopipe.train.kspace_slices import load_slice, slice_refs
 
 log = logging.getLogger(__name__)
 
-CS_FILE = "cs.json"
 TUNING_SLICES = 8
 
 

@@ -16,89 +16,22 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from autopipe.cohort.dataset import DatasetSpec, load_dataset
+from autopipe.distributed import Ranks, barrier
 from autopipe.errors import AutopipeError
+from autopipe.layout import fold_dir
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.paths import Workspace
-from autopipe.plan.configs import INITIAL_LR, Plans
+from autopipe.plan.configs import INITIAL_LR
 from autopipe.plan.planner import NUM_CLASSES
-from autopipe.plan.plans_file import load_plans
-from autopipe.plan.splits import load_splits
-from autopipe.preprocess.acceptance import unaccepted_failures
-from autopipe.preprocess.storage import data_identifier, is_finished, plan_digest
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
-from autopipe.train.distributed import Ranks, barrier
+from autopipe.preprocess.folds import Fold
 from autopipe.train.trainer import TrainingJob, TrainingSettings, network_kwargs, train
 
 log = logging.getLogger(__name__)
-
-ALL = "all"
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One fold of a cohort: its plans, preprocessed folder and cases."""
-
-    spec: DatasetSpec
-    plans: Plans
-    preprocessed: Path
-    digest: str
-    name: str  # "0".."4" or "all"
-    train_cases: tuple[str, ...]
-    val_cases: tuple[str, ...]
-
-
-def parse_fold(text: str) -> str:
-    """'0'..'9' or 'all' (as typed on the command line)."""
-    if text == ALL or text.isdigit():
-        return text if text == ALL else str(int(text))
-    raise AutopipeError(f"fold '{text}' is not a number or 'all'", fix="use 0-4 for a cross-validation fold, or all")
-
-
-def fold_dir(workspace: Workspace, dataset: str, configuration: str, fold: str) -> Path:
-    return workspace.results / dataset / configuration / f"fold_{fold}"
-
-
-def template_space_prediction(fold_folder: Path, case_id: str) -> Path:
-    """Where a held-out case's lesion mask on the template grid (full, uncropped) is kept."""
-    return fold_folder / "validation" / "template_space" / f"{case_id}.nii.gz"
-
-
-def load_fold(root: Path, workspace: Workspace, fold: str) -> Fold:
-    """The fold's cases, checked to be preprocessed with the current plan."""
-    spec = load_dataset(root)
-    plans_dir = workspace.plans_dir(spec.name)
-    plans = load_plans(plans_dir / "plans.json")
-    splits = load_splits(plans_dir / "splits_final.json")
-    if fold == ALL:
-        train_cases, val_cases = sorted({c for s in splits for c in s["train"] + s["val"]}), []
-    elif int(fold) < len(splits):
-        train_cases, val_cases = splits[int(fold)]["train"], splits[int(fold)]["val"]
-    else:
-        raise AutopipeError(f"fold {fold} does not exist: splits_final.json has {len(splits)} folds",
-                            where=str(plans_dir / "splits_final.json"), fix=f"use 0-{len(splits) - 1} or all")
-    preprocessing = plans.preprocessing
-    folder = workspace.preprocessed / spec.name / data_identifier(preprocessing.space, preprocessing.target_spacing)
-    digest = plan_digest(preprocessing)
-    missing = [c for c in [*train_cases, *val_cases] if not is_finished(folder, c, digest)]
-    if missing:
-        raise AutopipeError(
-            f"{len(missing)} case(s) of fold {fold} are not preprocessed with the current plan "
-            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})", where=str(folder),
-            fix="run `autopipe preprocess` first (it redoes only what is missing or out of date)")
-    implausible = unaccepted_failures(folder, [*train_cases, *val_cases])
-    if implausible:
-        listing = "; ".join(f"{case}: {next(iter(checks.values()))}" for case, checks in list(implausible.items())[:3])
-        raise AutopipeError(
-            f"{len(implausible)} case(s) of fold {fold} failed a plausibility check in preprocessing ({listing}"
-            f"{'; ...' if len(implausible) > 3 else ''})", where=str(folder),
-            fix="fix the cause and run `autopipe preprocess` again, or accept them after a look at their QC "
-                f"pictures: autopipe preprocess --accept {' '.join(implausible)}")
-    return Fold(spec, plans, folder, digest, fold, tuple(train_cases), tuple(val_cases))
 
 
 def training_jobs(fold: Fold, workspace: Workspace, configurations: list[str] | None, *, epochs: int | None = None,

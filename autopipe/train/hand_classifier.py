@@ -11,44 +11,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from autopipe.errors import AutopipeError
+from autopipe.models.hand_predictor import LinearClassifier
 
 INNER_SCORING = "neg_log_loss"  # a proper score: with few subjects accuracy ties across most C values
-
-
-@dataclass(frozen=True)
-class LinearClassifier:
-    """p(impaired) = sigmoid(intercept + weights . x), with x in the units of `names`."""
-
-    names: tuple[str, ...]
-    weights: np.ndarray
-    intercept: float
-    c: float
-    class_weight: str
-    inner_log_loss: dict[str, float]  # mean inner-CV log loss per C tried
-
-    def probability(self, features: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(np.asarray(features, float))
-        if x.shape[1] != len(self.names):
-            raise ValueError(f"{x.shape[1]} features given, the classifier has {len(self.names)}")
-        return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.intercept)))
-
-    def to_json(self) -> dict:
-        return {"model": "p(impaired) = sigmoid(intercept + sum(weights * features))", "names": list(self.names),
-                "weights": [float(w) for w in self.weights], "intercept": float(self.intercept), "C": self.c,
-                "class_weight": self.class_weight, "inner_cv_log_loss": self.inner_log_loss}
-
-    @classmethod
-    def from_json(cls, value: dict) -> LinearClassifier:
-        names, weights = tuple(value["names"]), np.asarray(value["weights"], float)
-        if len(names) != len(weights):
-            raise ValueError(f"{len(names)} feature names but {len(weights)} weights")
-        return cls(names, weights, float(value["intercept"]), float(value["C"]), str(value["class_weight"]),
-                   {str(k): float(v) for k, v in value.get("inner_cv_log_loss", {}).items()})
 
 
 def inner_fold_count(labels: Sequence[int], planned: int) -> int:

@@ -25,15 +25,10 @@ from autopipe.cohort.clinical import read_hand_function
 from autopipe.cohort.image_io import read_volume
 from autopipe.errors import AutopipeError
 from autopipe.files import read_json, to_plain, write_json
-from autopipe.paths import Workspace
-from autopipe.plan.configs import HandFunctionPlan
-from autopipe.plan.splits import load_splits
-from autopipe.preprocess.storage import case_paths, plan_digest, read_case, read_properties
-from autopipe.progress import track
-from autopipe.train.checkpoint import checkpoint_path
-from autopipe.train.fold import Fold, fold_dir, load_fold, template_space_prediction
-from autopipe.train.hand_classifier import LinearClassifier, fit_classifier
-from autopipe.train.lesion_features import (
+from autopipe.layout import HELD_OUT_FILE, PREDICTOR_FILE, case_paths, fold_dir, hand_dir, template_space_prediction
+from autopipe.models.checkpoint import checkpoint_path
+from autopipe.models.hand_predictor import VARIANTS
+from autopipe.models.lesion_features import (
     SUMMARY_FEATURES,
     CoarseGrid,
     brain_cells,
@@ -42,22 +37,16 @@ from autopipe.train.lesion_features import (
     on_full_grid,
     template_brain_on_grid,
 )
+from autopipe.paths import Workspace
+from autopipe.plan.configs import HandFunctionPlan
+from autopipe.plan.splits import load_splits
+from autopipe.preprocess.folds import Fold, load_fold
+from autopipe.preprocess.storage import plan_digest, read_case, read_properties
+from autopipe.progress import track
+from autopipe.train.hand_classifier import fit_classifier
 
 log = logging.getLogger(__name__)
 
-HAND_DIR = "hand_function"
-PREDICTOR_FILE = "predictor.json"
-HELD_OUT_FILE = "held_out.json"
-VARIANTS = {
-    "predicted": "lesion map + load from out-of-fold predicted segmentations (no leakage)",
-    "oracle": "lesion map + load from the ground-truth masks",
-    "baseline": "total lesion volume of the predicted segmentations only",
-}
-
-
-def hand_dir(workspace: Workspace, dataset: str, fold: str | None = None) -> Path:
-    folder = workspace.results / dataset / HAND_DIR
-    return folder if fold is None else folder / f"fold_{fold}"
 
 
 def segmentation_sources(splits: list[dict], fold: int) -> dict[str, int]:
@@ -211,17 +200,6 @@ def is_current(fold: Fold, workspace: Workspace, plan: HandFunctionPlan) -> bool
     clinical = fold.spec.clinical_path()
     inputs = [Path(p) for p in predictor.get("segmentations", {}).values()] + ([clinical] if clinical else [])
     return predictor.get("plan_digest") == plan_digest(plan) and all(_current(path, p) for p in inputs if p.exists())
-
-
-def load_classifier(path: Path, variant: str = "predicted") -> tuple[LinearClassifier, CoarseGrid, np.ndarray, dict]:
-    """A fold's classifier of `variant` from its predictor.json: (classifier, grid, cells, predictor)."""
-    try:
-        predictor = read_json(path)
-        return (LinearClassifier.from_json(predictor["classifiers"][variant]), CoarseGrid.from_json(predictor["grid"]),
-                np.asarray(predictor["cells"], int), predictor)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AutopipeError(f"the hand-function predictor cannot be read ({exc})", where=str(path),
-                            fix="train it again: `autopipe train FOLD -c hand_function --force`") from None
 
 
 def _hand_plan(fold: Fold) -> HandFunctionPlan:

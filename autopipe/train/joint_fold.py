@@ -11,24 +11,17 @@ folder (joint_3d_fullres_r0.5), so a sweep over r never overwrites the planned m
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import replace
 
 from autopipe.errors import AutopipeError
+from autopipe.layout import fold_dir, joint_name
 from autopipe.paths import Workspace
 from autopipe.plan.configs import Plans
-from autopipe.train.fold import Fold, fold_dir, training_jobs
+from autopipe.preprocess.folds import Fold
+from autopipe.train.fold import training_jobs
 from autopipe.train.trainer import TrainingJob
 
-JOINT_PREFIX = "joint_"
-
 log = logging.getLogger(__name__)
-
-
-def joint_name(configuration: str, r: float, planned_r: float) -> str:
-    """joint_CONFIGURATION for the planned r, joint_CONFIGURATION_rR for another."""
-    name = f"{JOINT_PREFIX}{configuration}"
-    return name if math.isclose(r, planned_r) else f"{name}_r{r:g}"
 
 
 def planned_joint_name(plans: Plans) -> str | None:

@@ -14,7 +14,7 @@ from torch.nn import functional
 from autopipe.train.loss import soft_dice_loss
 
 if TYPE_CHECKING:
-    from autopipe.train.mtlrs import MultitaskOutput
+    from autopipe.models.mtlrs import MultitaskOutput
 
 
 def time_step_weights(n: int) -> torch.Tensor:

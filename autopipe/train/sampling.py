@@ -4,6 +4,10 @@ Pure functions of their arguments and a numpy Generator. Lesions are tiny, so a 
 samples (nnU-Net: a third) is centred on a lesion voxel. Which samples are forced is decided over the
 global stream of samples (sample index = batch index * batch size + position in the batch), not per
 batch, so the rate is exact for any batch size (nnU-Net's per-batch rounding forces half of a batch of 2).
+
+The k-space slice models see every slice once per epoch instead: the order in epoch e is a pure function
+of (seed, e), and rank r of W processes takes every W-th slice of it (the order is cut to a multiple of W,
+so every rank takes the same number of steps, which DDP needs).
 """
 
 from __future__ import annotations
@@ -73,3 +77,12 @@ def choose_case_and_center(lesions: Sequence[np.ndarray], forced: bool,
         case = with_lesions[int(rng.integers(len(with_lesions)))]
     voxel = lesions[case][int(rng.integers(len(lesions[case])))]
     return case, tuple(int(v) for v in voxel)
+
+
+def epoch_order(count: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's slice indices for `epoch`: a seeded permutation, cut to a multiple of world_size."""
+    if count < world_size:
+        raise ValueError(f"{count} slices cannot be shared by {world_size} processes")
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    usable = count - count % world_size
+    return [int(i) for i in order[:usable][rank::world_size]]

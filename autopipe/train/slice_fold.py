@@ -10,40 +10,22 @@ models are trained in dependency order: cirim before the segmentation that learn
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
+from autopipe.distributed import Ranks, barrier
 from autopipe.errors import AutopipeError
+from autopipe.layout import CS, kspace_dir, slice_model_dir
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
+from autopipe.models.slice_models import MODEL_NAMES, WARM_STARTED, model_kwargs, planned_models
 from autopipe.paths import Workspace
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
-from autopipe.train.distributed import Ranks, barrier
-from autopipe.train.fold import Fold, log_file
-from autopipe.train.kspace_slices import cases_with_kspace, kspace_dir
-from autopipe.train.slice_models import MODEL_NAMES, WARM_STARTED, model_kwargs, models_for
+from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.kspace_slices import cases_with_kspace
+from autopipe.train.fold import log_file
 from autopipe.train.slice_trainer import SliceJob, SliceSettings, train_slice_model
 
 log = logging.getLogger(__name__)
 
-RECONSTRUCTION_FOLDER = "reconstruction"
-CS = "cs"
-
-
-def slice_model_dir(workspace: Workspace, dataset: str, model: str, fold: str) -> Path:
-    return workspace.results / dataset / RECONSTRUCTION_FOLDER / model / f"fold_{fold}"
-
-
-def planned_models(fold: Fold) -> list[str]:
-    """The slice models the plan asks for: those of its approaches, or cirim alone without lesion labels."""
-    if fold.plans.reconstruction is None:
-        return []
-    multitask = fold.plans.multitask
-    if multitask is None:
-        return ["cirim"]
-    models = models_for(multitask.approaches)
-    if multitask.warm_start and set(models) & set(WARM_STARTED):
-        models = [m for m in MODEL_NAMES if m in {*models, "cirim"}]  # they start from it
-    return models
 
 
 def kspace_cases(fold: Fold) -> tuple[list[str], list[str]]:
@@ -55,7 +37,7 @@ def kspace_cases(fold: Fold) -> tuple[list[str], list[str]]:
 def slice_jobs(fold: Fold, workspace: Workspace, models: list[str] | None = None, *, epochs: int | None = None,
                seed: int = 12345) -> list[SliceJob]:
     """One SliceJob per model (the planned ones unless named), in training order."""
-    planned = planned_models(fold)
+    planned = planned_models(fold.plans)
     names = planned if models is None else models
     unknown = [n for n in names if n not in planned]
     if unknown:
@@ -147,7 +129,8 @@ def train_slice_fold(jobs: list[SliceJob], device: torch.device, ranks: Ranks, *
 def tune_cs_weight(fold: Fold, workspace: Workspace, *, force: bool = False, progress: bool = True) -> dict | None:
     """Choose the compressed-sensing weight on the fold's training slices, once (again with force)."""
     from autopipe.files import read_json
-    from autopipe.train.cs_weight import CS_FILE, choose_cs_weight
+    from autopipe.layout import CS_FILE
+    from autopipe.train.cs_weight import choose_cs_weight
 
     recon = fold.plans.reconstruction
     if recon is None:

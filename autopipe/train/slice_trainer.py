@@ -19,15 +19,18 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from autopipe.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
+from autopipe.models.architectures import SLICE_MODEL_ARCHITECTURES
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
+from autopipe.models.mtlrs import MultitaskOutput
+from autopipe.models.slice_models import build_model, load_trained, warm_start
+from autopipe.preprocess.kspace_slices import SliceRef, load_slice, slice_refs
 from autopipe.progress import Progress
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
 from autopipe.train.curves import write_progress
-from autopipe.train.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
-from autopipe.train.kspace_slices import SliceRef, epoch_order, load_slice, slice_refs
 from autopipe.train.loss import confusion_counts, pseudo_dice
-from autopipe.train.mtlrs import MultitaskOutput
+from autopipe.train.sampling import epoch_order
 from autopipe.train.schedule import inverse_sqrt_lr
-from autopipe.train.slice_models import build_model, load_trained, needs_segmentation, slice_loss, warm_start
+from autopipe.train.slice_models import needs_segmentation, slice_loss
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +213,8 @@ def _evenly_spaced(refs: list[SliceRef], count: int) -> list[SliceRef]:
 def _state(job: SliceJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer, history: list[dict],
            best: float, epoch: int, steps_per_epoch: int) -> dict:
     return {
-        "kind": KIND, "model": job.name, "fold": job.fold, "epoch": epoch, "steps": epoch * steps_per_epoch,
+        "kind": KIND, "architecture": SLICE_MODEL_ARCHITECTURES[job.name], "model": job.name, "fold": job.fold,
+        "epoch": epoch, "steps": epoch * steps_per_epoch,
         "network_kwargs": job.model_kwargs,
         "plan_digest": job.plan_digest, "settings": asdict(job.settings), "seed": job.settings.seed,
         "network": network.state_dict(), "optimizer": optimizer.state_dict(), "history": history,

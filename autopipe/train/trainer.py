@@ -1,12 +1,12 @@
 """Train one segmentation configuration on one fold: a linear loop of epoch -> steps -> validation -> checkpoint.
 
-Every part is injected or built from the plan: the network (autopipe.train.network), the loss
+Every part is injected or built from the plan: the network (autopipe.models.unet), the loss
 (autopipe.train.loss), the batches (autopipe.train.batches), the schedule (autopipe.train.schedule).
 Batch k is a pure function of (seed, rank, k) and every epoch ends in a checkpoint holding the network,
 optimizer and (on CUDA) gradient-scaler state, so a run resumed with `--continue` continues exactly
 where it stopped: on a CPU the weights equal those of an uninterrupted run.
 
-A job with hand_weight r > 0 trains the joint model (autopipe.train.joint_network): the same U-Net with a
+A job with hand_weight r > 0 trains the joint model (autopipe.models.joint_unet): the same U-Net with a
 hand-function head on its bottleneck, minimising L_seg + r L_cls where every patch carries the hand-function
 label of its case (autopipe.train.joint_loss).
 """
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from autopipe.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
+from autopipe.models.joint_unet import build_joint_network
+from autopipe.models.unet import build_network, output_strides
 from autopipe.plan.configs import INITIAL_LR, OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
 from autopipe.train.curves import write_progress
-from autopipe.train.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
 from autopipe.train.joint_loss import joint_loss, pos_weight_for
-from autopipe.train.joint_network import build_joint_network
 from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
-from autopipe.train.network import build_network, output_strides
 from autopipe.train.schedule import poly_lr
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,9 @@ def _moving_average(previous: float, value: float, weight: float) -> float:
 def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler | None, history: list[dict], best: float, epoch: int) -> dict:
     return {
-        "kind": "joint" if job.joint else "segmentation", "configuration": job.name, "fold": job.fold, "epoch": epoch,
+        "kind": "joint" if job.joint else "segmentation",
+        "architecture": "JointUNet" if job.joint else job.config.network,
+        "configuration": job.name, "fold": job.fold, "epoch": epoch,
         "network_kwargs": network_kwargs(job), "patch_size": list(job.config.patch_size),
         "transpose_forward": list(job.transpose_forward), "plan_digest": job.plan_digest,
         "settings": asdict(job.settings), "seed": job.settings.seed,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autopipe.evaluate.coefficient_map import cells_to_volume, plot_map, region_weight_fraction, write_map
-from autopipe.train.lesion_features import coarse_grid
+from autopipe.models.lesion_features import coarse_grid
 
 FINE_AFFINE = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
 GRID = coarse_grid((91, 109, 91), FINE_AFFINE, 6.0)  # coarse shape (31, 37, 31)

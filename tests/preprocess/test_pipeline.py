@@ -18,6 +18,7 @@ import pytest
 
 from autopipe.cli import main
 from autopipe.cohort.image_io import UnreadableImage, read_volume, to_ras
+from autopipe.layout import case_paths
 from autopipe.paths import Workspace
 from autopipe.preprocess import runner
 from autopipe.preprocess.bias_field import n4_correct
@@ -25,7 +26,7 @@ from autopipe.preprocess.geometry import Grid
 from autopipe.preprocess.registration import apply
 from autopipe.preprocess.restore import mask_to_native
 from autopipe.preprocess.runner import preprocess_dataset
-from autopipe.preprocess.storage import case_paths, read_case, read_properties
+from autopipe.preprocess.storage import read_case, read_properties
 from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 from autopipe.synth.tissues import TISSUE_LABELS
 

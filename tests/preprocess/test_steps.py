@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from autopipe.cohort.image_io import Volume, bounding_box, to_ras
 from autopipe.files import remove_stale_temporaries
+from autopipe.layout import data_identifier
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import plausibility, runner
 from autopipe.preprocess.acceptance import failed_checks
@@ -34,7 +35,6 @@ from autopipe.preprocess.skull_strip import brain_mask
 from autopipe.preprocess.storage import (
     FORMAT_VERSION,
     MAX_LESION_VOXELS,
-    data_identifier,
     is_finished,
     plan_digest,
     read_case,

@@ -7,7 +7,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from autopipe.errors import AutopipeError
-from autopipe.train.hand_classifier import LinearClassifier, fit_classifier, inner_fold_count
+from autopipe.models.hand_predictor import LinearClassifier
+from autopipe.train.hand_classifier import fit_classifier, inner_fold_count
 
 
 def _data(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

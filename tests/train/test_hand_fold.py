@@ -14,19 +14,13 @@ import pytest
 from autopipe.cohort.dataset import load_dataset
 from autopipe.cohort.image_io import Volume, read_volume, write_volume
 from autopipe.errors import AutopipeError
+from autopipe.layout import HELD_OUT_FILE, PREDICTOR_FILE, case_paths, fold_dir, hand_dir, template_space_prediction
+from autopipe.models.hand_predictor import load_classifier
 from autopipe.paths import Workspace
 from autopipe.plan.configs import HandFunctionPlan
-from autopipe.preprocess.storage import case_paths, write_case_arrays
-from autopipe.train.fold import Fold, fold_dir, template_space_prediction
-from autopipe.train.hand_fold import (
-    HELD_OUT_FILE,
-    PREDICTOR_FILE,
-    hand_dir,
-    load_classifier,
-    ready,
-    segmentation_sources,
-    train_hand_predictor,
-)
+from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.storage import write_case_arrays
+from autopipe.train.hand_fold import ready, segmentation_sources, train_hand_predictor
 
 DATASET = "Dataset009_Hand"
 FULL_SHAPE = (20, 24, 20)
@@ -229,9 +223,9 @@ def test_the_report_pools_the_folds_and_finds_the_generating_region(cohort):
 
 
 def test_a_new_subject_is_scored_by_every_fold_on_its_template_space_mask(cohort, tmp_path):
+    from autopipe.models.lesion_features import feature_vector
     from autopipe.predict.export import export_template_mask
     from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
-    from autopipe.train.lesion_features import feature_vector
 
     for k in range(3):
         train_hand_predictor(cohort.fold(k), cohort.ws, progress=False)

@@ -12,17 +12,19 @@ import torch
 
 from autopipe.cohort.dataset import ClinicalSpec, DatasetSpec
 from autopipe.errors import AutopipeError
+from autopipe.layout import joint_name
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from autopipe.models.joint_unet import JointUNet, build_joint_network
+from autopipe.models.unet import PlainConvUNet
 from autopipe.paths import Workspace
 from autopipe.predict.hand_inference import predict_hand_probability, predict_joint_validation
 from autopipe.predict.models import TrainedModel, load_model
+from autopipe.preprocess.folds import Fold
 from autopipe.preprocess.storage import write_case_arrays
 from autopipe.train import trainer as trainer_module
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from autopipe.train.fold import Fold, training_jobs
-from autopipe.train.joint_fold import joint_job, joint_name
+from autopipe.train.fold import training_jobs
+from autopipe.train.joint_fold import joint_job
 from autopipe.train.joint_loss import hand_loss, joint_loss, pos_weight_for
-from autopipe.train.joint_network import JointUNet, build_joint_network
-from autopipe.train.network import PlainConvUNet
 from autopipe.train.trainer import network_kwargs, train
 from tests.ddp import join_gloo, spawn_two_ranks
 from tests.train.test_trainer import tiny_config
@@ -265,7 +267,8 @@ def test_a_joint_fold_trains_and_predicts_its_held_out_cases(preprocessed, tmp_p
     final = load_checkpoint(checkpoint_path(job.out_dir, "final"))
     assert final["kind"] == "joint" and final["hand_weight"] == 0.1 and final["network_kwargs"]["hand_head"]
 
-    report = predict_joint_validation(job, fold, LABELS, torch.device("cpu"), progress=False)
+    report = predict_joint_validation(job.out_dir, job.hand_weight, fold, LABELS, torch.device("cpu"),
+                                      progress=False)
     assert report == json.loads((job.out_dir / "hand_function.json").read_text())
     assert report["model"] == "joint_3d_fullres" and report["r"] == 0.1 and report["fold"] == "0"
     assert list(report["cases"]) == ["c3"] and report["cases"]["c3"]["label"] == 1
@@ -311,8 +314,8 @@ def test_a_resumed_joint_run_ends_with_the_weights_of_an_uninterrupted_one(prepr
 
 
 def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
-    from autopipe.train import distributed
-    from autopipe.train.distributed import Ranks
+    from autopipe import distributed
+    from autopipe.distributed import Ranks
 
     join_gloo(rank, port)
     fold, workspace = _fold(preprocessed, out)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional
 
+from autopipe.models.mtlrs import MultitaskOutput
 from autopipe.train.loss import soft_dice_loss
-from autopipe.train.mtlrs import MultitaskOutput
 from autopipe.train.recon_loss import multitask_loss, reconstruction_loss, segmentation_loss, time_step_weights
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from autopipe.distributed import Ranks
 from autopipe.errors import AutopipeError
 from autopipe.files import read_json
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
+from autopipe.models.slice_models import MODEL_NAMES, build_model
 from autopipe.preprocess.kspace_prep import prepare_kspace_case
 from autopipe.train import slice_trainer
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
-from autopipe.train.distributed import Ranks
 from autopipe.train.slice_fold import slice_training_state, train_slice_fold
-from autopipe.train.slice_models import MODEL_NAMES, build_model
 from autopipe.train.slice_trainer import SliceJob, SliceSettings, train_slice_model
 from tests.tiny_cohort import make_tiny_cohort
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from autopipe.distributed import Ranks, share_work
 from autopipe.errors import AutopipeError
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.plan.configs import SegmentationConfig
 from autopipe.preprocess.storage import write_case_arrays
 from autopipe.train import trainer as trainer_module
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint
-from autopipe.train.distributed import Ranks, share_work
 from autopipe.train.fold import training_state
 from autopipe.train.schedule import poly_lr
 from autopipe.train.trainer import TrainingJob, TrainingSettings, default_loader_workers, per_rank_batch_size, train
@@ -138,7 +138,7 @@ def test_work_sharing_and_batch_split():
 
 
 def _ddp_worker(rank: int, port: int, preprocessed: Path, out: Path) -> None:
-    from autopipe.train import distributed
+    from autopipe import distributed
 
     join_gloo(rank, port)
     job = make_job(preprocessed, out / "run", epochs=2)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from autopipe.models.unet import PlainConvUNet, build_network, output_strides, parameter_count
 from autopipe.plan.configs import SegmentationConfig
-from autopipe.train.network import PlainConvUNet, build_network, output_strides, parameter_count
 
 ISO_3D = dict(features_per_stage=(4, 8, 16, 32, 32), kernel_sizes=((3, 3, 3),) * 5,
               strides=((1, 1, 1),) + ((2, 2, 2),) * 4)

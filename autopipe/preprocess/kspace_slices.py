@@ -1,9 +1,8 @@
-"""The 2D slices the reconstruction models train on: one slice of a prepared k-space file per step.
+"""The 2D slices of prepared k-space that the reconstruction models train and predict on, read one at a time.
 
 Prepared files (autopipe.preprocess.kspace_prep, in preprocessed/DATASET/kspace/CASE.h5) are read one
-slice at a time, so a cohort of any size trains in little memory. The order of the slices in epoch e
-is a pure function of (seed, e), and rank r of W processes takes every W-th slice of it (the order is
-cut to a multiple of W, so every rank takes the same number of steps, which DDP needs).
+slice at a time, so a cohort of any size trains in little memory (the order of the slices in an epoch:
+autopipe.train.sampling.epoch_order).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from autopipe.errors import AutopipeError
+from autopipe.layout import kspace_file
 from autopipe.preprocess.kspace_prep import kspace_slice_count, read_kspace_slice
 
 
@@ -26,18 +26,9 @@ class SliceRef:
     index: int
 
 
-def kspace_dir(preprocessed_folder: Path) -> Path:
-    """Where preprocessing puts the prepared k-space files: beside the image folder."""
-    return preprocessed_folder.parent / "kspace"
-
-
-def case_file(folder: Path, case: str) -> Path:
-    return folder / f"{case}.h5"
-
-
 def cases_with_kspace(folder: Path, cases: tuple[str, ...] | list[str]) -> list[str]:
     """The cases whose prepared k-space file exists (a cohort may have k-space for only some cases)."""
-    return [c for c in cases if case_file(folder, c).is_file()]
+    return [c for c in cases if kspace_file(folder, c).is_file()]
 
 
 def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[SliceRef]:
@@ -46,7 +37,7 @@ def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[
 
     refs = []
     for case in cases:
-        path = case_file(folder, case)
+        path = kspace_file(folder, case)
         with h5py.File(path, "r") as f:
             missing = [name for name in ("target", *(("segmentation",) if need_segmentation else ()))
                        if name not in f]
@@ -59,19 +50,10 @@ def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[
     return refs
 
 
-def epoch_order(count: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
-    """This rank's slice indices for `epoch`: a seeded permutation, cut to a multiple of world_size."""
-    if count < world_size:
-        raise ValueError(f"{count} slices cannot be shared by {world_size} processes")
-    order = np.random.default_rng([seed, epoch]).permutation(count)
-    usable = count - count % world_size
-    return [int(i) for i in order[:usable][rank::world_size]]
-
-
 def load_slice(folder: Path, ref: SliceRef, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """One slice as a batch of 1: kspace, maps [1, C, H, W] complex64; mask [1, H, W] float32; target [1, H, W]
     complex64 and segmentation [1, 1, H, W] int64 where the file has them."""
-    raw = read_kspace_slice(case_file(folder, ref.case), ref.index)
+    raw = read_kspace_slice(kspace_file(folder, ref.case), ref.index)
     out = {"kspace": torch.from_numpy(raw["kspace"]), "maps": torch.from_numpy(raw["sensitivity_map"]),
            "mask": torch.from_numpy(raw["mask"].astype(np.float32))}
     if "target" in raw:

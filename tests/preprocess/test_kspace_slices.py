@@ -9,7 +9,8 @@ import torch
 
 from autopipe.errors import AutopipeError
 from autopipe.preprocess.kspace_prep import prepare_kspace_case, read_kspace_slice
-from autopipe.train.kspace_slices import SliceRef, cases_with_kspace, epoch_order, load_slice, slice_refs
+from autopipe.preprocess.kspace_slices import SliceRef, cases_with_kspace, load_slice, slice_refs
+from autopipe.train.sampling import epoch_order
 from tests.tiny_cohort import make_tiny_cohort
 
 SLICES, COILS, MATRIX = 3, 2, (16, 20)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autopipe.train.attention_unet import AttentionGate, AttentionUNet2d
+from autopipe.models.attention_unet import AttentionGate, AttentionUNet2d
 from autopipe.train.loss import dice_ce_loss
 
 

@@ -4,7 +4,8 @@ A checkpoint is a plain dict saved with torch.save and loaded with weights_only=
 strings, lists, dicts: nothing executable). Keys:
 
     format_version, kind, fold, epoch (epochs completed),
-    network_kwargs (rebuilds the network alone, so predictions never depend on a later plan edit),
+    architecture and network_kwargs (autopipe.models.architectures rebuilds the network from them alone, so
+        predictions never depend on a later plan edit),
     plan_digest, settings, seed, network, optimizer (state dicts), history (one record per epoch)
     kind "segmentation" (autopipe.train.trainer) adds configuration, patch_size, transpose_forward,
         scaler (None without mixed precision), best_ema_dice

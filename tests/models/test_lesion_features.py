@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from autopipe.train.lesion_features import (
+from autopipe.models.lesion_features import (
     SUMMARY_FEATURES,
     CoarseGrid,
     brain_cells,

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autopipe.models.attention_unet import AttentionUNet2d
+from autopipe.models.cirim import CIRIM, final_image
+from autopipe.models.rim import RIMBlock
 from autopipe.mri import operators
-from autopipe.train.attention_unet import AttentionUNet2d
-from autopipe.train.cirim import CIRIM, final_image
-from autopipe.train.rim import RIMBlock
 
 
 @dataclass

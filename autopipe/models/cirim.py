@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autopipe.models.rim import RIMBlock
 from autopipe.mri import operators
-from autopipe.train.rim import RIMBlock
 
 
 def final_image(estimates: list[list[torch.Tensor]]) -> torch.Tensor:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autopipe.models.unet import PlainConvUNet
 from autopipe.plan.configs import SegmentationConfig
-from autopipe.train.network import PlainConvUNet
 
 
 class HandHead(nn.Module):

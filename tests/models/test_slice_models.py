@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autopipe.train.slice_models import build_model, models_for, warm_start
+from autopipe.models.slice_models import build_model, models_for, warm_start
 
 RECON = {"cascades": 2, "time_steps": 2, "hidden_channels": 4, "cell": "IndRNN"}
 SEG = {"channels": 4, "poolings": 2}
@@ -40,7 +40,7 @@ def test_warm_start_refuses_a_model_without_a_reconstruction_part():
 def test_a_zero_coupling_gate_starts_as_the_uncoupled_network_and_learns():
     """coupling_init 0 (warm start): the same outputs as `joint` until the gates move; they get gradient."""
     from autopipe.train.recon_loss import reconstruction_loss
-    from tests.train.test_rim import make_sample
+    from tests.models.test_rim import make_sample
 
     torch.manual_seed(1)
     kwargs = {**RECON, "segmentation_channels": 4, "poolings": 2}

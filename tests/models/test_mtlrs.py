@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from autopipe.models.attention_unet import AttentionUNet2d
+from autopipe.models.cirim import CIRIM
+from autopipe.models.mtlrs import MTLRS, MultitaskOutput, ReconstructThenSegment
 from autopipe.mri import operators
-from autopipe.train.attention_unet import AttentionUNet2d
-from autopipe.train.cirim import CIRIM
-from autopipe.train.mtlrs import MTLRS, MultitaskOutput, ReconstructThenSegment
 from autopipe.train.recon_loss import multitask_loss, reconstruction_loss, segmentation_loss
-from tests.train.test_rim import make_sample
+from tests.models.test_rim import make_sample
 
 
 def _run(net, s):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autopipe.errors import AutopipeError
+from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from autopipe.plan.splits import load_splits
-from autopipe.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from autopipe.train.fold import parse_fold
+from autopipe.preprocess.folds import parse_fold
 from autopipe.train.schedule import poly_lr
 
 STATE = {"kind": "segmentation", "epoch": 1, "network_kwargs": {}, "patch_size": [8, 8, 8],

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
+from autopipe.models.cirim import CIRIM, final_image
+from autopipe.models.rim import RECURRENT_CELLS, ConvGRUCell, IndRNNCell, RIMBlock
 from autopipe.mri import operators
-from autopipe.train.cirim import CIRIM, final_image
 from autopipe.train.recon_loss import reconstruction_loss
-from autopipe.train.rim import RECURRENT_CELLS, ConvGRUCell, IndRNNCell, RIMBlock
 
 
 def make_sample(batch: int = 1, coils: int = 3, H: int = 20, W: int = 18, seed: int = 0) -> dict[str, torch.Tensor]:
