@@ -16,9 +16,27 @@ import shutil
 import time
 from pathlib import Path
 
+from autopipe.cohort.check import check_cohort
+from autopipe.device import choose_device
+from autopipe.distributed import Ranks
 from autopipe.errors import AutopipeError
+from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
+from autopipe.evaluate.hand_function import evaluate_hand_function
 from autopipe.layout import comparison_dir
+from autopipe.models.slice_models import models_for
 from autopipe.paths import Workspace
+from autopipe.pipeline import TrainOptions, train_fold
+from autopipe.plan.planner import plan_dataset
+from autopipe.plan.plans_file import load_plans
+from autopipe.plan.splits import load_splits
+from autopipe.predict.kspace_cases import predict_kspace_folder
+from autopipe.predict.new_cases import predict_folder
+from autopipe.preprocess.runner import preprocess_dataset
+from autopipe.runtime import default_workers, set_threads
+from autopipe.synth.cohort import SynthOptions
+from autopipe.synth.output import synthesize_atomically
+from autopipe.train.jobs import planned_joint_name
+from autopipe.train.segmentation_task import default_loader_workers
 
 log = logging.getLogger("autopipe")
 
@@ -31,9 +49,6 @@ DEMO_HAND_EPOCHS = 3  # per extra fold of the 3D U-Net and for the joint U-Net: 
 
 def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, hours: float = DEMO_HOURS) -> int:
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
-    from autopipe.evaluate.crossval import compare_configurations, evaluate_crossvalidation
-    from autopipe.models.slice_models import models_for
-    from autopipe.plan.plans_file import load_plans
 
     workdir = workdir.expanduser().resolve()
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans",
@@ -85,11 +100,6 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
 
 def prepare_cohort(cohort: Path, ws: Workspace, cases: int, workers: int, seed: int, hours: float) -> Path:
     """Steps 1-4: synthesize (or reuse), check, plan and preprocess the demo cohort; the preprocessed folder."""
-    from autopipe.cohort.check import check_cohort
-    from autopipe.plan.planner import plan_dataset
-    from autopipe.preprocess.runner import preprocess_dataset
-    from autopipe.synth.cohort import SynthOptions
-    from autopipe.synth.output import synthesize_atomically
 
     _step(1, f"synthesize {cases} cases at 2 mm into {cohort}")
     if (cohort / "groundtruth" / "generator.json").is_file():
@@ -126,10 +136,6 @@ def prepare_cohort(cohort: Path, ws: Workspace, cases: int, workers: int, seed: 
 
 def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, workers: int) -> None:
     """Step 8: `predict` on the test images, and on the k-space file of a case fold 0 never trained on."""
-    from autopipe.plan.splits import load_splits
-    from autopipe.predict.kspace_cases import predict_kspace_folder
-    from autopipe.predict.new_cases import predict_folder
-    from autopipe.train.device import choose_device
 
     device = choose_device("cpu")
     result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=device, mirror=False,
@@ -151,8 +157,6 @@ def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, wor
 def train_hand_function(cohort: Path, ws: Workspace, plans) -> None:
     """Step 8: folds 1-4 of the predictor's U-Net (briefly), the joint U-Net of fold 0, every fold's logistic
     regression (trained with the last fold), and the pooled report."""
-    from autopipe.evaluate.hand_function import evaluate_hand_function
-    from autopipe.train.joint_fold import planned_joint_name
 
     configuration = plans.hand_function.configuration
     for fold in ("1", "2", "3", "4"):
@@ -166,16 +170,13 @@ def train_hand_function(cohort: Path, ws: Workspace, plans) -> None:
 
 def train_demo_fold(cohort: Path, ws: Workspace, models: list[str], epochs: int | None = None,
                     fold: str = "0") -> None:
-    """`autopipe train FOLD -c MODELS`, without mirroring in validation (8x faster on a CPU)."""
-    from autopipe.cli import main
-
-    folders = ["--raw-dir", str(ws.raw), "--plans-dir", str(ws.plans), "--preprocessed-dir", str(ws.preprocessed),
-               "--results-dir", str(ws.results)]
-    code = main(["train", fold, cohort.name, *folders, "--no-mirror", "--continue", "-c", ",".join(models),
-                 *(["--epochs", str(epochs)] if epochs else [])])
-    if code != 0:
-        raise AutopipeError(f"training fold {fold} failed (reasons above)",
-                            fix="this is a bug in autopipe; please report it")
+    """`autopipe train FOLD -c MODELS --continue`, without mirroring in validation (8x faster on a CPU)."""
+    device = choose_device(None)
+    cores = default_workers()
+    set_threads(cores)
+    options = TrainOptions(models=models, epochs=epochs, resume=True, mirror=False,
+                           loader_workers=default_loader_workers(device.type, cores))
+    train_fold(cohort, ws, fold, options, device, Ranks())
 
 
 def _step(number: int, text: str) -> None:

@@ -1,7 +1,7 @@
 """Where every output lives under preprocessed/ and results/: one module, so no stage spells another's paths.
 
     preprocessed/DATASET/IDENTIFIER/              preprocessed_dir; IDENTIFIER = data_identifier(space, spacing)
-        CASE.h5, CASE.json                        case_paths: arrays and properties (autopipe.preprocess.storage)
+        CASE.h5, CASE.json                        case_paths: arrays (preprocess.storage), properties (.properties)
     preprocessed/DATASET/kspace/CASE.h5           kspace_dir, kspace_file: prepared k-space slices
 
     results/DATASET/CONFIGURATION/fold_K/         fold_dir: a segmentation U-Net (fold_all: trained on every case)

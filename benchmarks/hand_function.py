@@ -39,9 +39,9 @@ def main() -> None:
     from autopipe.predict.hand_inference import predict_joint_validation
     from autopipe.predict.validation import predict_validation
     from autopipe.preprocess.folds import load_fold
-    from autopipe.train.fold import train_fold
+    from autopipe.train.fit import train_jobs
     from autopipe.train.hand_fold import labels_of
-    from autopipe.train.joint_fold import joint_job
+    from autopipe.train.jobs import joint_job
 
     dataset = "Dataset002_HandBench"
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans", preprocessed=workdir / "preprocessed",
@@ -68,10 +68,10 @@ def main() -> None:
             labels = labels_of(fold)
             job = joint_job(fold, ws, {c: v for c, v in labels.items() if v is not None}, r,
                             fold.plans.joint.hand_function_weight, fold.plans.joint.configuration)
-            train_fold([job], device, Ranks(), resume=True, progress=False)
+            train_jobs([job], device, Ranks(), resume=True, progress=False)
             predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(fold.val_cases), device, mirror=False,
                                progress=False)
-            predict_joint_validation(job.out_dir, job.hand_weight, fold, labels, device, progress=False)
+            predict_joint_validation(job.out_dir, r, fold, labels, device, progress=False)
         joint_minutes[r] = (time.monotonic() - tick) / 60
         dice[job.name] = _pooled_dice(ws, dataset, job.out_dir.parent.name)
     dice["3d_fullres (plain U-Net)"] = _pooled_dice(ws, dataset, "3d_fullres")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -65,18 +66,18 @@ def _measure(workdir: Path, name: str, workers: int, iterations: int) -> dict:
     from autopipe.preprocess.folds import load_fold
     from autopipe.preprocess.storage import read_case
     from autopipe.runtime import set_threads
-    from autopipe.train.fold import clear_outputs, training_jobs
-    from autopipe.train.trainer import train
+    from autopipe.train.fit import fit
+    from autopipe.train.jobs import training_jobs
 
     set_threads(2)
     ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans", preprocessed=workdir / "preprocessed",
                    results=workdir / "bench_results")
     fold = load_fold(ws.raw / DATASET, ws, "0")
     job = training_jobs(fold, ws, [name], epochs=1, iterations=iterations, loader_workers=workers)[0]
-    job = replace(job, settings=replace(job.settings, validation_iterations=1))
-    clear_outputs(job)
+    job = replace(job, task=replace(job.task, settings=replace(job.task.settings, validation_iterations=1)))
+    shutil.rmtree(job.out_dir, ignore_errors=True)
     started = time.perf_counter()
-    history = train(job, torch.device("cpu"), progress=False)["history"]
+    history = fit(job, torch.device("cpu"), progress=False)["history"]
     elapsed = time.perf_counter() - started
     models = load_ensemble([checkpoint_path(job.out_dir, "final")], torch.device("cpu"))
     image = read_case(case_paths(fold.preprocessed, fold.val_cases[0])[0], ("image",))["image"]
@@ -85,8 +86,8 @@ def _measure(workdir: Path, name: str, workers: int, iterations: int) -> dict:
         tick = time.perf_counter()
         predict_probability(models, image, torch.device("cpu"), mirror=mirror)
         timings[mirror] = time.perf_counter() - tick
-    return {"patch": "x".join(map(str, job.config.patch_size)), "batch": job.config.batch_size,
-            "seconds": history[0]["seconds"] / iterations, "planned": job.config.seconds_per_iteration,
+    return {"patch": "x".join(map(str, job.task.config.patch_size)), "batch": job.task.config.batch_size,
+            "seconds": history[0]["seconds"] / iterations, "planned": job.task.config.seconds_per_iteration,
             "wait": history[0]["data_wait"], "total": elapsed,
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "mirror": timings[True], "plain": timings[False]}

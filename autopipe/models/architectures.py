@@ -45,10 +45,9 @@ ARCHITECTURES: dict[str, Callable[[dict], nn.Module]] = {
     "MTLRS": lambda kwargs: MTLRS(**kwargs),
 }
 
-SLICE_MODEL_ARCHITECTURES = {"cirim": "CIRIM", "segmentation_fully_sampled": "AttentionUNet2d",
-                             "segmentation_on_cirim": "AttentionUNet2d", "end_to_end": "ReconstructThenSegment",
-                             "joint": "MTLRS", "mtlrs": "MTLRS"}
-"""The architecture of each model of the reconstruction + segmentation comparison (autopipe.models.slice_models)."""
+_LEGACY_SLICE_MODELS = {"cirim": "CIRIM", "segmentation_fully_sampled": "AttentionUNet2d",
+                        "segmentation_on_cirim": "AttentionUNet2d", "end_to_end": "ReconstructThenSegment",
+                        "joint": "MTLRS", "mtlrs": "MTLRS"}  # checkpoints written before they named an architecture
 
 
 def build(architecture: str, kwargs: dict) -> nn.Module:
@@ -63,7 +62,7 @@ def architecture_of(state: dict, where: Path | None = None) -> str:
     if "architecture" in state:
         name = state["architecture"]
     elif state.get("kind") == "slice_model":
-        name = SLICE_MODEL_ARCHITECTURES.get(state.get("model", ""), "")
+        name = _LEGACY_SLICE_MODELS.get(state.get("model", ""), "")
     else:
         name = "JointUNet" if state["network_kwargs"].get("hand_head") else "PlainConvUNet"
     if name not in ARCHITECTURES:

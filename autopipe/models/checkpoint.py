@@ -6,12 +6,13 @@ strings, lists, dicts: nothing executable). Keys:
     format_version, kind, fold, epoch (epochs completed),
     architecture and network_kwargs (autopipe.models.architectures rebuilds the network from them alone, so
         predictions never depend on a later plan edit),
-    plan_digest, settings, seed, network, optimizer (state dicts), history (one record per epoch)
-    kind "segmentation" (autopipe.train.trainer) adds configuration, patch_size, transpose_forward,
-        scaler (None without mixed precision), best_ema_dice
-    kind "joint" (the same trainer with a hand-function head) adds to those hand_weight (r), and
+    plan_digest, settings, seed, network, optimizer, scaler (state dicts; scaler None without mixed
+        precision), history (one record per epoch)
+    kind "segmentation" (autopipe.train.segmentation_task) adds configuration, patch_size, transpose_forward,
+        best_ema_dice
+    kind "joint" (the same task with a hand-function head) adds to those hand_weight (r), and
         network_kwargs["hand_head"] = True
-    kind "slice_model" (autopipe.train.slice_trainer) adds model, steps, best_val_loss
+    kind "slice_model" (autopipe.train.slice_task) adds model, best_val_loss
 """
 
 from __future__ import annotations

@@ -80,6 +80,12 @@ class MTLRS(nn.Module):
                 hidden = [h + gate * coupling for h, gate in zip(hidden, self.coupling_gates[c], strict=True)]
         return MultitaskOutput(estimates, segmentations)
 
+    def load_reconstruction(self, cirim_state: dict[str, torch.Tensor]) -> None:
+        """Start from a trained CIRIM of the same size: cascade c gets its block c."""
+        for c, block in enumerate(self.reconstructors):
+            prefix = f"blocks.{c}."
+            block.load_state_dict({k[len(prefix):]: v for k, v in cirim_state.items() if k.startswith(prefix)})
+
 
 class ReconstructThenSegment(nn.Module):
     """CIRIM, then a segmentation net on |final image|: end-to-end training or chaining separately trained nets."""
@@ -92,3 +98,7 @@ class ReconstructThenSegment(nn.Module):
     def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None) -> MultitaskOutput:
         estimates = self.reconstruction(kspace, maps, mask)
         return MultitaskOutput(estimates, [self.segmentation(_magnitude(final_image(estimates)))])
+
+    def load_reconstruction(self, cirim_state: dict[str, torch.Tensor]) -> None:
+        """Start from a trained CIRIM of the same size."""
+        self.reconstruction.load_state_dict(cirim_state)

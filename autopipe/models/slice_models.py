@@ -1,5 +1,5 @@
-"""The networks of the reconstruction + segmentation comparison: which models each approach needs, and how
-each is built and warm-started (what each learns from a slice: autopipe.train.slice_models).
+"""The models of the reconstruction + segmentation comparison, one spec each: which approach needs it, what it is
+built from, what it sees and what it learns (the losses that follow from that: autopipe.train.slice_task).
 
 Five ways to do both tasks (the MTLRS paper's four and the uncoupled ablation) need six trained models:
 
@@ -16,12 +16,13 @@ plans.multitask, so the approaches differ only in how they are trained.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from autopipe.models.architectures import SLICE_MODEL_ARCHITECTURES, build, load_network
+from autopipe.models.architectures import build, load_network
 from autopipe.plan.configs import Plans
 
 APPROACH_MODELS = {
@@ -32,8 +33,36 @@ APPROACH_MODELS = {
     "mtlrs": ("mtlrs",),
 }
 """The models each approach needs, in training order."""
-MODEL_NAMES = ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "joint", "mtlrs")
-SEGMENTATION_ONLY = ("segmentation_fully_sampled", "segmentation_on_cirim")
+
+
+@dataclass(frozen=True)
+class SliceModel:
+    """One model of the comparison. `sees`: "kspace" (undersampled k-space and coil maps), "fully_sampled" (the
+    magnitude of the fully sampled image) or "cirim" (the magnitude of the frozen, trained cirim's image)."""
+
+    architecture: str  # a key of autopipe.models.architectures.ARCHITECTURES
+    reconstructs: bool  # has a CIRIM part, trained on the image (and warm-started from a trained cirim)
+    segments: bool  # outputs lesion logits, so its slices need lesion labels
+    sees: str = "kspace"
+    coupled: bool = False  # MTLRS: segmentations feed the next cascade's hidden states
+
+    @property
+    def warm_started(self) -> bool:
+        """A multitask model whose CIRIM part can start from the trained cirim's weights."""
+        return self.reconstructs and self.segments
+
+
+SLICE_MODELS = {
+    "cirim": SliceModel("CIRIM", reconstructs=True, segments=False),
+    "segmentation_fully_sampled": SliceModel("AttentionUNet2d", reconstructs=False, segments=True,
+                                             sees="fully_sampled"),
+    "segmentation_on_cirim": SliceModel("AttentionUNet2d", reconstructs=False, segments=True, sees="cirim"),
+    "end_to_end": SliceModel("ReconstructThenSegment", reconstructs=True, segments=True),
+    "joint": SliceModel("MTLRS", reconstructs=True, segments=True),
+    "mtlrs": SliceModel("MTLRS", reconstructs=True, segments=True, coupled=True),
+}
+MODEL_NAMES = tuple(SLICE_MODELS)
+"""In training order: cirim before what builds on it."""
 
 
 def models_for(approaches: tuple[str, ...] | list[str]) -> list[str]:
@@ -50,9 +79,15 @@ def planned_models(plans: Plans) -> list[str]:
     if multitask is None:
         return ["cirim"]
     models = models_for(multitask.approaches)
-    if multitask.warm_start and set(models) & set(WARM_STARTED):
+    if multitask.warm_start and any(SLICE_MODELS[m].warm_started for m in models):
         models = [m for m in MODEL_NAMES if m in {*models, "cirim"}]  # they start from it
     return models
+
+
+def builds_on_cirim(name: str, plans: Plans) -> bool:
+    """segmentation_on_cirim learns on the trained cirim's images; the multitask models start from its weights."""
+    model = SLICE_MODELS[name]
+    return model.sees == "cirim" or (model.warm_started and plans.multitask is not None and plans.multitask.warm_start)
 
 
 def model_kwargs(name: str, plans: Plans) -> dict:
@@ -62,38 +97,31 @@ def model_kwargs(name: str, plans: Plans) -> dict:
         raise ValueError(f"the plan has no {'reconstruction' if r is None else 'multitask'} section for {name}")
     recon = {"cascades": r.cascades, "time_steps": r.time_steps, "hidden_channels": r.hidden_channels,
              "cell": r.recurrent_cell}
-    if name == "cirim":
+    model = SLICE_MODELS[name]
+    if model.architecture == "CIRIM":
         return recon
     seg = {"channels": m.segmentation_channels, "poolings": m.segmentation_poolings}
-    if name in SEGMENTATION_ONLY:
+    if model.architecture == "AttentionUNet2d":
         return seg
-    if name == "end_to_end":
+    if model.architecture == "ReconstructThenSegment":
         return {"reconstruction": recon, "segmentation": seg}
     return {**recon, "segmentation_channels": m.segmentation_channels, "poolings": m.segmentation_poolings,
-            "coupled": name == "mtlrs", "coupling_init": 0.0 if m.warm_start else 1.0}
+            "coupled": model.coupled, "coupling_init": 0.0 if m.warm_start else 1.0}
 
 
 def build_model(name: str, kwargs: dict) -> nn.Module:
-    """The untrained network of model `name` (its architecture: SLICE_MODEL_ARCHITECTURES)."""
-    if name not in SLICE_MODEL_ARCHITECTURES:
+    """The untrained network of model `name`."""
+    if name not in SLICE_MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return build(SLICE_MODEL_ARCHITECTURES[name], kwargs)
+    return build(SLICE_MODELS[name].architecture, kwargs)
 
 
 def warm_start(name: str, network: nn.Module, cirim_state: dict[str, torch.Tensor]) -> None:
     """Copy a trained CIRIM's weights into the reconstruction part of end_to_end, joint or mtlrs (same sizes:
     cascade c of the multitask network gets CIRIM's block c)."""
-    if name == "end_to_end":
-        network.reconstruction.load_state_dict(cirim_state)
-    elif name in ("joint", "mtlrs"):
-        for c, block in enumerate(network.reconstructors):
-            prefix = f"blocks.{c}."
-            block.load_state_dict({k[len(prefix):]: v for k, v in cirim_state.items() if k.startswith(prefix)})
-    else:
+    if not SLICE_MODELS[name].warm_started:
         raise ValueError(f"{name} has no reconstruction part to warm-start")
-
-
-WARM_STARTED = ("end_to_end", "joint", "mtlrs")
+    network.load_reconstruction(cirim_state)
 
 
 def load_trained(path: Path, device: torch.device | str = "cpu") -> nn.Module:

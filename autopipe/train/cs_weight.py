@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autopipe.files import write_json
-from autopipe.layout import CS_FILE
+from autopipe.files import read_json, write_json
+from autopipe.layout import CS, CS_FILE, kspace_dir, slice_model_dir
 from autopipe.mri.baselines import l1_wavelet
+from autopipe.paths import Workspace
+from autopipe.preprocess.folds import Fold
 from autopipe.preprocess.kspace_slices import load_slice, slice_refs
 from autopipe.progress import Progress
+from autopipe.train.jobs import kspace_cases
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +53,16 @@ def choose_cs_weight(folder: Path, train_cases: list[str], weights: tuple[float,
     write_json(out_dir / CS_FILE, result)
     log.info("compressed sensing: weight %g (NMSE %.4f on %d training slices)", best, means[best], len(chosen))
     return result
+
+
+def tune_cs_weight(fold: Fold, workspace: Workspace, *, force: bool = False, progress: bool = True) -> dict | None:
+    """Choose the compressed-sensing weight on the fold's training slices, once (again with force)."""
+    recon = fold.plans.reconstruction
+    if recon is None:
+        return None
+    out_dir = slice_model_dir(workspace, fold.spec.name, CS, fold.name)
+    if (out_dir / CS_FILE).is_file() and not force:
+        return read_json(out_dir / CS_FILE)
+    train_cases, _ = kspace_cases(fold)
+    return choose_cs_weight(kspace_dir(fold.preprocessed), train_cases, recon.cs_weights, recon.cs_iterations,
+                            out_dir, progress=progress)

@@ -21,11 +21,10 @@ from autopipe.predict.hand_inference import predict_hand_probability, predict_jo
 from autopipe.predict.models import TrainedModel, load_model
 from autopipe.preprocess.folds import Fold
 from autopipe.preprocess.storage import write_case_arrays
-from autopipe.train import trainer as trainer_module
-from autopipe.train.fold import training_jobs
-from autopipe.train.joint_fold import joint_job
+from autopipe.train import fit as trainer_module
+from autopipe.train.fit import fit as train
+from autopipe.train.jobs import joint_job, training_jobs
 from autopipe.train.joint_loss import hand_loss, joint_loss, pos_weight_for
-from autopipe.train.trainer import network_kwargs, train
 from tests.ddp import join_gloo, spawn_two_ranks
 from tests.train.test_trainer import tiny_config
 
@@ -236,12 +235,13 @@ def test_a_joint_job_is_the_segmentation_job_with_labels_and_r(preprocessed, tmp
     fold, workspace = _fold(preprocessed, tmp_path)
     plain = training_jobs(fold, workspace, ["3d_fullres"], epochs=2)[0]
     job = joint_job(fold, workspace, {**LABELS, "c3": None}, 0.5, 0.1, "3d_fullres", epochs=2)
-    assert job.name == "joint_3d_fullres_r0.5" and job.hand_weight == 0.5 and job.joint and not plain.joint
+    assert job.name == "joint_3d_fullres_r0.5" and job.task.hand_weight == 0.5 and job.task.joint \
+        and not plain.task.joint
     assert job.out_dir == workspace.results / "Dataset001_Tiny" / "joint_3d_fullres_r0.5" / "fold_0"
-    assert job.hand_labels == (("c0", 0), ("c1", 1), ("c2", 0))  # c3 (validation) has no label
-    assert job.settings == plain.settings and job.config == plain.config
-    assert network_kwargs(job) == {**network_kwargs(plain), "hand_head": True}
-    assert "hand_head" not in network_kwargs(plain)
+    assert job.task.hand_labels == (("c0", 0), ("c1", 1), ("c2", 0))  # c3 (validation) has no label
+    assert job.task.settings == plain.task.settings and job.task.config == plain.task.config
+    assert job.task.network_kwargs() == {**plain.task.network_kwargs(), "hand_head": True}
+    assert "hand_head" not in plain.task.network_kwargs()
 
 
 def test_a_joint_job_needs_both_classes_and_trains_unlabelled_cases_on_segmentation_only(preprocessed, tmp_path,
@@ -249,7 +249,7 @@ def test_a_joint_job_needs_both_classes_and_trains_unlabelled_cases_on_segmentat
     fold, workspace = _fold(preprocessed, tmp_path)
     with caplog.at_level("WARNING", logger="autopipe"):
         job = joint_job(fold, workspace, {"c0": 0, "c2": 1}, 0.1, 0.1, "3d_fullres")
-    assert "c1" in caplog.text and dict(job.hand_labels) == {"c0": 0, "c2": 1}
+    assert "c1" in caplog.text and dict(job.task.hand_labels) == {"c0": 0, "c2": 1}
     with pytest.raises(AutopipeError, match="both") as error:
         joint_job(fold, workspace, {"c0": 1, "c1": 1, "c2": 1}, 0.1, 0.1, "3d_fullres")
     assert "clinical.csv" in error.value.where
@@ -267,7 +267,7 @@ def test_a_joint_fold_trains_and_predicts_its_held_out_cases(preprocessed, tmp_p
     final = load_checkpoint(checkpoint_path(job.out_dir, "final"))
     assert final["kind"] == "joint" and final["hand_weight"] == 0.1 and final["network_kwargs"]["hand_head"]
 
-    report = predict_joint_validation(job.out_dir, job.hand_weight, fold, LABELS, torch.device("cpu"),
+    report = predict_joint_validation(job.out_dir, job.task.hand_weight, fold, LABELS, torch.device("cpu"),
                                       progress=False)
     assert report == json.loads((job.out_dir / "hand_function.json").read_text())
     assert report["model"] == "joint_3d_fullres" and report["r"] == 0.1 and report["fold"] == "0"

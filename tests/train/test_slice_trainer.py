@@ -14,9 +14,9 @@ from autopipe.files import read_json
 from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.models.slice_models import MODEL_NAMES, build_model
 from autopipe.preprocess.kspace_prep import prepare_kspace_case
-from autopipe.train import slice_trainer
-from autopipe.train.slice_fold import slice_training_state, train_slice_fold
-from autopipe.train.slice_trainer import SliceJob, SliceSettings, train_slice_model
+from autopipe.train import fit as fit_module
+from autopipe.train.fit import Job, Upstream, fit, train_jobs, training_state
+from autopipe.train.slice_task import SliceSettings, SliceTask
 from tests.tiny_cohort import make_tiny_cohort
 
 CASES = ("case_000", "case_001", "case_002")
@@ -52,11 +52,11 @@ def kspace(tmp_path_factory) -> Path:
 
 
 def make_job(kspace: Path, out_dir: Path, name: str = "cirim", epochs: int = 2, seed: int = 1,
-             reconstruction_checkpoint: Path | None = None, **kwargs_changes) -> SliceJob:
-    return SliceJob(name=name, fold="0", model_kwargs={**KWARGS[name], **kwargs_changes}, kspace_dir=kspace,
-                    train_cases=CASES[:2], val_cases=CASES[2:], out_dir=out_dir, plan_digest="abc",
-                    settings=SliceSettings(epochs=epochs, learning_rate=1e-3, seed=seed),
-                    reconstruction_checkpoint=reconstruction_checkpoint)
+             reconstruction_checkpoint: Path | None = None, **kwargs_changes) -> Job:
+    task = SliceTask(name, {**KWARGS[name], **kwargs_changes}, kspace,
+                     SliceSettings(epochs=epochs, learning_rate=1e-3, seed=seed))
+    return Job(name=name, fold="0", out_dir=out_dir, plan_digest="abc", train_cases=CASES[:2], val_cases=CASES[2:],
+               task=task, builds_on=reconstruction_checkpoint and Upstream("cirim", reconstruction_checkpoint))
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +71,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def cirim_final(kspace, tmp_path_factory) -> Path:
     """A trained cirim, for the segmentation that learns on its images."""
     job = make_job(kspace, tmp_path_factory.mktemp("cirim"), epochs=1)
-    train_slice_model(job, CPU, progress=False)
+    fit(job, CPU, progress=False)
     return checkpoint_path(job.out_dir, "final")
 
 
@@ -80,7 +80,7 @@ def test_every_model_trains_and_writes_its_checkpoints_and_curves(kspace, cirim_
     upstream = cirim_final if name == "segmentation_on_cirim" else None
     upstream_bytes = upstream.read_bytes() if upstream else None
     job = make_job(kspace, tmp_path / name, name=name, reconstruction_checkpoint=upstream)
-    result = train_slice_model(job, CPU, progress=False)
+    result = fit(job, CPU, progress=False)
 
     names = sorted(p.name for p in job.out_dir.iterdir())
     assert names == ["checkpoint_best.pt", "checkpoint_final.pt", "progress.json", "progress.png"]
@@ -90,7 +90,7 @@ def test_every_model_trains_and_writes_its_checkpoints_and_curves(kspace, cirim_
         job.out_dir / "progress.json")]
     assert all(torch.isfinite(torch.tensor([r["train_loss"], r["val_loss"]])).all() for r in result["history"])
     assert result["best_val_loss"] == min(r["val_loss"] for r in result["history"])
-    torch.manual_seed(job.settings.seed)
+    torch.manual_seed(job.task.settings.seed)
     untrained = build_model(name, KWARGS[name]).state_dict()
     assert not same(final["network"], untrained)  # the optimizer moved the weights
     if upstream:
@@ -99,46 +99,46 @@ def test_every_model_trains_and_writes_its_checkpoints_and_curves(kspace, cirim_
 
 def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     """Make the trainer die right after writing the latest checkpoint of `epoch` epochs."""
-    real_save = slice_trainer.save_checkpoint
+    real_save = fit_module.save_checkpoint
 
     def save_then_crash(path, state):
         real_save(path, state)
         if path.name == "checkpoint_latest.pt" and state["epoch"] == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(slice_trainer, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(fit_module, "save_checkpoint", save_then_crash)
 
 
 @pytest.mark.parametrize("name", ["cirim", "mtlrs"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(kspace, tmp_path, monkeypatch, name):
     whole = make_job(kspace, tmp_path / "whole", name=name, epochs=3)
-    expected = train_slice_model(whole, CPU, progress=False)
+    expected = fit(whole, CPU, progress=False)
 
     crashed = make_job(kspace, tmp_path / "crashed", name=name, epochs=3)
     with monkeypatch.context() as patch:
         interrupt_after_epoch(patch, 2)
         with pytest.raises(KeyboardInterrupt):
-            train_slice_model(crashed, CPU, progress=False)
+            fit(crashed, CPU, progress=False)
     assert not checkpoint_path(crashed.out_dir, "final").exists()
     assert load_checkpoint(checkpoint_path(crashed.out_dir, "latest"))["epoch"] == 2
     with pytest.raises(AutopipeError, match="--continue"):
-        slice_training_state(crashed, resume=False, force=False)
-    assert slice_training_state(crashed, resume=True, force=False) == "resume"
+        training_state(crashed, resume=False, force=False)
+    assert training_state(crashed, resume=True, force=False) == "resume"
 
-    result = train_slice_model(crashed, CPU, resume=True, progress=False)
+    result = fit(crashed, CPU, resume=True, progress=False)
     assert [r["epoch"] for r in result["history"]] == [0, 1, 2]
     losses = [[(r["train_loss"], r["val_loss"]) for r in run["history"]] for run in (expected, result)]
     assert losses[0] == losses[1]
     assert same(weights(checkpoint_path(whole.out_dir, "final")), weights(checkpoint_path(crashed.out_dir, "final")))
     assert not checkpoint_path(crashed.out_dir, "latest").exists()
-    assert slice_training_state(crashed, resume=False, force=False) == "done"
+    assert training_state(crashed, resume=False, force=False) == "done"
 
 
 def test_the_seed_decides_the_weights(kspace, tmp_path):
     runs = {}
     for label, seed in (("a", 1), ("b", 1), ("c", 2)):
         job = make_job(kspace, tmp_path / label, epochs=1, seed=seed)
-        train_slice_model(job, CPU, progress=False)
+        fit(job, CPU, progress=False)
         runs[label] = weights(checkpoint_path(job.out_dir, "final"))
     assert same(runs["a"], runs["b"])
     assert not same(runs["a"], runs["c"])
@@ -146,22 +146,22 @@ def test_the_seed_decides_the_weights(kspace, tmp_path):
 
 def test_an_interrupted_run_resumes_only_when_asked_and_unchanged(kspace, tmp_path, monkeypatch):
     job = make_job(kspace, tmp_path / "run", epochs=3)
-    assert slice_training_state(job, resume=True, force=False) == "fresh"  # nothing there yet
+    assert training_state(job, resume=True, force=False) == "fresh"  # nothing there yet
     interrupt_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        train_slice_model(job, CPU, progress=False)
+        fit(job, CPU, progress=False)
     with pytest.raises(AutopipeError, match="interrupted run"):
-        slice_training_state(job, resume=False, force=False)
-    assert slice_training_state(job, resume=True, force=False) == "resume"
+        training_state(job, resume=False, force=False)
+    assert training_state(job, resume=True, force=False) == "resume"
     wider = make_job(kspace, job.out_dir, epochs=3, hidden_channels=8)
     with pytest.raises(AutopipeError, match="another plan"):
-        slice_training_state(wider, resume=True, force=False)
+        training_state(wider, resume=True, force=False)
     with pytest.raises(AutopipeError, match="another plan"):
-        slice_training_state(replace(job, plan_digest="other"), resume=True, force=False)
+        training_state(replace(job, plan_digest="other"), resume=True, force=False)
     longer = make_job(kspace, job.out_dir, epochs=5)
     with pytest.raises(AutopipeError, match="epochs"):
-        slice_training_state(longer, resume=True, force=False)
-    assert slice_training_state(wider, resume=True, force=True) == "fresh"
+        training_state(longer, resume=True, force=False)
+    assert training_state(wider, resume=True, force=True) == "fresh"
 
 
 def test_a_segmentation_on_an_older_cirim_is_trained_again(tmp_path):
@@ -173,30 +173,30 @@ def test_a_segmentation_on_an_older_cirim_is_trained_again(tmp_path):
         path.write_bytes(b"")
     os.utime(cirim, (1_000, 1_000))
     os.utime(final, (2_000, 2_000))
-    assert slice_training_state(job, resume=False, force=False) == "done"
+    assert training_state(job, resume=False, force=False) == "done"
     os.utime(cirim, (3_000, 3_000))
-    assert slice_training_state(job, resume=False, force=False) == "fresh"
-    assert slice_training_state(replace(job, reconstruction_checkpoint=None), resume=False, force=False) == "done"
+    assert training_state(job, resume=False, force=False) == "fresh"
+    assert training_state(replace(job, builds_on=None), resume=False, force=False) == "done"
 
 
-def test_train_slice_fold_trains_in_order_skips_finished_models_and_follows_a_new_cirim(kspace, tmp_path):
+def test_train_jobs_trains_in_order_skips_finished_models_and_follows_a_new_cirim(kspace, tmp_path):
     cirim = make_job(kspace, tmp_path / "cirim", epochs=1)
     upstream = checkpoint_path(cirim.out_dir, "final")
     segmentation = make_job(kspace, tmp_path / "seg", name="segmentation_on_cirim", epochs=1,
                             reconstruction_checkpoint=upstream)
     with pytest.raises(AutopipeError, match="cirim fold 0 is not trained"):
-        train_slice_fold([segmentation], CPU, Ranks(), progress=False)
+        train_jobs([segmentation], CPU, Ranks(), progress=False)
 
-    first = train_slice_fold([cirim, segmentation], CPU, Ranks(), progress=False)
+    first = train_jobs([cirim, segmentation], CPU, Ranks(), progress=False)
     assert [(s["model"], s["state"]) for s in first] == [("cirim", "trained"), ("segmentation_on_cirim", "trained")]
     assert (segmentation.out_dir / "training.log").is_file()
-    again = train_slice_fold([cirim, segmentation], CPU, Ranks(), progress=False)
+    again = train_jobs([cirim, segmentation], CPU, Ranks(), progress=False)
     assert [s["state"] for s in again] == ["done", "done"]
 
     final = checkpoint_path(segmentation.out_dir, "final")
     stamp = upstream.stat().st_mtime - 10
     os.utime(final, (stamp, stamp))  # the segmentation learned on an earlier cirim
-    retrained = train_slice_fold([cirim, segmentation], CPU, Ranks(), progress=False)
+    retrained = train_jobs([cirim, segmentation], CPU, Ranks(), progress=False)
     assert [s["state"] for s in retrained] == ["done", "trained"]
     assert final.stat().st_mtime > upstream.stat().st_mtime
-    assert slice_training_state(segmentation, resume=False, force=False) == "done"
+    assert training_state(segmentation, resume=False, force=False) == "done"

@@ -12,10 +12,16 @@ from autopipe.errors import AutopipeError
 from autopipe.models.checkpoint import checkpoint_path, load_checkpoint
 from autopipe.plan.configs import SegmentationConfig
 from autopipe.preprocess.storage import write_case_arrays
-from autopipe.train import trainer as trainer_module
-from autopipe.train.fold import training_state
+from autopipe.train import fit as trainer_module
+from autopipe.train.fit import Job, training_state
+from autopipe.train.fit import fit as train
 from autopipe.train.schedule import poly_lr
-from autopipe.train.trainer import TrainingJob, TrainingSettings, default_loader_workers, per_rank_batch_size, train
+from autopipe.train.segmentation_task import (
+    SegmentationTask,
+    TrainingSettings,
+    default_loader_workers,
+    per_rank_batch_size,
+)
 from tests.ddp import join_gloo, spawn_two_ranks
 
 CASES = ("c0", "c1", "c2", "c3")
@@ -43,12 +49,13 @@ def preprocessed(tmp_path_factory) -> Path:
 
 
 def make_job(preprocessed: Path, out_dir: Path, epochs: int = 3, config: SegmentationConfig | None = None,
-             seed: int = 1) -> TrainingJob:
+             seed: int = 1) -> Job:
     config = config or tiny_config()
     settings = TrainingSettings(epochs=epochs, iterations_per_epoch=2, validation_iterations=1, seed=seed)
-    return TrainingJob(name="3d_fullres", fold="0", config=config, preprocessed=preprocessed,
-                       train_cases=CASES[:3], val_cases=CASES[3:], transpose_forward=(0, 1, 2), in_channels=1,
-                       num_classes=2, out_dir=out_dir, plan_digest="abc", settings=settings)
+    task = SegmentationTask(config=config, preprocessed=preprocessed, transpose_forward=(0, 1, 2), in_channels=1,
+                            num_classes=2, settings=settings)
+    return Job(name="3d_fullres", fold="0", out_dir=out_dir, plan_digest="abc", train_cases=CASES[:3],
+               val_cases=CASES[3:], task=task)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

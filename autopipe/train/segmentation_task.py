@@ -1,42 +1,38 @@
-"""Train one segmentation configuration on one fold: a linear loop of epoch -> steps -> validation -> checkpoint.
+"""The segmentation task of the training loop (autopipe.train.fit): nnU-Net's U-Net on patches, and the joint model.
 
-Every part is injected or built from the plan: the network (autopipe.models.unet), the loss
-(autopipe.train.loss), the batches (autopipe.train.batches), the schedule (autopipe.train.schedule).
-Batch k is a pure function of (seed, rank, k) and every epoch ends in a checkpoint holding the network,
-optimizer and (on CUDA) gradient-scaler state, so a run resumed with `--continue` continues exactly
-where it stopped: on a CPU the weights equal those of an uninterrupted run.
+Batches of patches (autopipe.train.batches; batch k is a pure function of (seed, rank, k)), deep-supervision
+Dice + cross-entropy (autopipe.train.loss), nnU-Net's SGD with the poly schedule set once per epoch, mixed
+precision on CUDA, and validation by lesion pseudo Dice on validation patches, whose moving average picks the
+best checkpoint.
 
-A job with hand_weight r > 0 trains the joint model (autopipe.models.joint_unet): the same U-Net with a
+A task with hand_weight r > 0 trains the joint model (autopipe.models.joint_unet): the same U-Net with a
 hand-function head on its bottleneck, minimising L_seg + r L_cls where every patch carries the hand-function
 label of its case (autopipe.train.joint_loss).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
+from torch import nn
 
-from autopipe.distributed import Ranks, barrier, mean_across_ranks, sum_across_ranks
-from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, save_final
+from autopipe.distributed import Ranks, mean_across_ranks, sum_across_ranks
 from autopipe.models.joint_unet import build_joint_network
 from autopipe.models.unet import build_network, output_strides
 from autopipe.plan.configs import INITIAL_LR, OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
-from autopipe.train.curves import write_progress
+from autopipe.train.fit import Job
 from autopipe.train.joint_loss import joint_loss, pos_weight_for
 from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
 from autopipe.train.schedule import poly_lr
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,38 +65,126 @@ def make_optimizer(name: str, parameters, settings: TrainingSettings) -> torch.o
 
 
 @dataclass(frozen=True)
-class TrainingJob:
-    """What to train: one configuration of the plan on one fold's cases; with hand_weight > 0 the joint model,
-    whose hand_labels (case, 0/1) cover every training case (and the labelled validation cases)."""
+class SegmentationTask:
+    """One configuration of the plan on preprocessed patches; with hand_weight > 0 the joint model, whose
+    hand_labels (case, 0/1) cover every training case (and the labelled validation cases)."""
 
-    name: str
-    fold: str
     config: SegmentationConfig
     preprocessed: Path
-    train_cases: tuple[str, ...]
-    val_cases: tuple[str, ...]
     transpose_forward: tuple[int, ...]
     in_channels: int
     num_classes: int
-    out_dir: Path
-    plan_digest: str
     settings: TrainingSettings
     hand_labels: tuple[tuple[str, int], ...] = ()
     hand_weight: float = 0.0
+    best_key: ClassVar[str] = "best_ema_dice"  # the moving average of the validation pseudo Dice
+    higher_is_better: ClassVar[bool] = True
 
     @property
     def joint(self) -> bool:
-        """Whether this job trains the joint segmentation + hand-function model."""
+        """Whether this task trains the joint segmentation + hand-function model."""
         return self.hand_weight > 0
 
+    @property
+    def epochs(self) -> int:
+        return self.settings.epochs
 
-def network_kwargs(job: TrainingJob) -> dict:
-    """The network's constructor arguments, stored in checkpoints so predictions never need the plan."""
-    c = job.config
-    return {"in_channels": job.in_channels, "num_classes": job.num_classes,
-            "features_per_stage": list(c.features_per_stage), "kernel_sizes": [list(k) for k in c.kernel_sizes],
-            "strides": [list(s) for s in c.strides], "n_conv_per_stage": c.n_conv_per_stage,
-            "deep_supervision": c.deep_supervision, **({"hand_head": True} if job.joint else {})}
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    def network_kwargs(self) -> dict:
+        """The network's constructor arguments, stored in checkpoints so predictions never need the plan."""
+        c = self.config
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes,
+                "features_per_stage": list(c.features_per_stage), "kernel_sizes": [list(k) for k in c.kernel_sizes],
+                "strides": [list(s) for s in c.strides], "n_conv_per_stage": c.n_conv_per_stage,
+                "deep_supervision": c.deep_supervision, **({"hand_head": True} if self.joint else {})}
+
+    def build(self) -> nn.Module:
+        return (build_joint_network if self.joint else build_network)(self.config, self.in_channels,
+                                                                       self.num_classes)
+
+    def optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
+        return make_optimizer(self.settings.optimizer, network.parameters(), self.settings)
+
+    def mixed_precision(self, device: torch.device) -> bool:
+        return device.type == "cuda" and self.settings.mixed_precision
+
+    def runner(self, job: Job, network: nn.Module, device: torch.device, ranks: Ranks,
+               resumed: bool) -> SegmentationRun:
+        return SegmentationRun(self, job, device, ranks)
+
+    def score(self, record: dict) -> float:
+        return record["ema_pseudo_dice"]
+
+    def describe_run(self, job: Job, device: torch.device, ranks: Ranks) -> str:
+        return (f"training {job.name} fold {job.fold} on {device} ({ranks.world_size} process"
+                f"{'es' if ranks.world_size > 1 else ''}): {len(job.train_cases)} train / {len(job.val_cases)} "
+                f"validation cases, {self.settings.epochs} epochs x {self.settings.iterations_per_epoch} iterations, "
+                f"patch {'x'.join(map(str, self.config.patch_size))}, batch {self.config.batch_size}")
+
+    def describe_epoch(self, job: Job, r: dict, improved: bool) -> str:
+        hand = f"; hand-function loss {r['train_hand_loss']:.4f} train, {r['val_hand_loss']:.4f} validation" \
+            if "train_hand_loss" in r else ""
+        return (f"{job.name} fold {job.fold} epoch {r['epoch'] + 1}/{self.settings.epochs}: train loss "
+                f"{r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}, pseudo Dice {r['pseudo_dice']:.3f} "
+                f"(average {r['ema_pseudo_dice']:.3f}{', new best' if improved else ''}), lr {r['lr']:.5f}, "
+                f"{r['seconds']:.1f} s ({100 * r['data_wait']:.0f}% waiting for data){hand}")
+
+    def header(self, job: Job) -> dict:
+        return {"kind": "joint" if self.joint else "segmentation",
+                "architecture": "JointUNet" if self.joint else self.config.network, "configuration": job.name,
+                "network_kwargs": self.network_kwargs(), "patch_size": list(self.config.patch_size),
+                "transpose_forward": list(self.transpose_forward), "settings": asdict(self.settings),
+                **({"hand_weight": self.hand_weight} if self.joint else {})}
+
+    def resumable_from(self, state: dict) -> str | None:
+        """Why an interrupted run cannot be resumed with these settings (None when it can)."""
+        before, now = state["settings"], self.settings
+        if (before["epochs"], before["iterations_per_epoch"]) != (now.epochs, now.iterations_per_epoch):
+            return (f"the interrupted run had {before['epochs']} epochs x {before['iterations_per_epoch']} "
+                    f"iterations, now {now.epochs} x {now.iterations_per_epoch}")
+        return None
+
+
+class SegmentationRun:
+    """A segmentation task at work: its patch streams (this rank's), deep-supervision weights and hand term."""
+
+    def __init__(self, task: SegmentationTask, job: Job, device: torch.device, ranks: Ranks) -> None:
+        self.task, self.job, self.device = task, job, device
+        batch_size = per_rank_batch_size(task.config.batch_size, ranks.world_size)
+
+        def batches(cases: tuple[str, ...], augment: bool, stream: str) -> PatchBatches:
+            return PatchBatches(task.preprocessed, cases, task.config.patch_size, batch_size, task.transpose_forward,
+                                task.settings.seed, augment=augment, rank=ranks.rank, stream=stream)
+
+        self.training = batches(job.train_cases, True, "train")
+        self.validation = batches(job.val_cases or job.train_cases, False, "validation")  # fold "all": its own cases
+        self.strides = output_strides(task.config.strides)
+        self.weights = deep_supervision_weights(len(self.strides)) if task.config.deep_supervision else (1.0,)
+        self.hand = hand_term(task, job)
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    epoch: int, show: bool) -> dict:
+        """One epoch of steps at the epoch's poly learning rate: mean losses over ranks and seconds waiting."""
+        settings = self.task.settings
+        lr = poly_lr(settings.initial_lr, epoch, settings.epochs, settings.poly_exponent)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, hand_loss, wait = _train_epoch(model, optimizer, scaler, self.training, epoch, self.job, self.task,
+                                             self.device, self.strides, self.weights, self.hand, show)
+        return {"train_loss": loss, "lr": lr, "data_wait": wait,
+                **({"train_hand_loss": hand_loss} if self.hand else {})}
+
+    def validate(self, model: nn.Module, epoch: int, history: list[dict]) -> dict:
+        """Validation loss and lesion pseudo Dice, with its moving average (nnU-Net: 0.9 old + 0.1 new)."""
+        loss, hand_loss, dice = _validate(model, self.validation, epoch, self.task, self.device, self.strides,
+                                          self.weights, self.hand)
+        ema = _moving_average(history[-1]["ema_pseudo_dice"] if history else math.nan, dice,
+                              self.task.settings.ema_weight)
+        return {"val_loss": loss, "pseudo_dice": dice, "ema_pseudo_dice": ema,
+                **({"val_hand_loss": hand_loss} if self.hand else {})}
 
 
 @dataclass(frozen=True)
@@ -124,13 +208,13 @@ class HandTask:
         return total, cls, len(known)
 
 
-def hand_task(job: TrainingJob) -> HandTask | None:
-    """The hand-function term of a joint job (None for a plain one); ValueError when the labelled training cases
+def hand_term(task: SegmentationTask, job: Job) -> HandTask | None:
+    """The hand-function term of a joint task (None for a plain one); ValueError when the labelled training cases
     hold one class only. Unlabelled cases train the segmentation alone."""
-    if not job.joint:
+    if not task.joint:
         return None
-    labels = dict(job.hand_labels)
-    return HandTask(labels, job.hand_weight, pos_weight_for([labels[c] for c in job.train_cases if c in labels]))
+    labels = dict(task.hand_labels)
+    return HandTask(labels, task.hand_weight, pos_weight_for([labels[c] for c in job.train_cases if c in labels]))
 
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:
@@ -138,92 +222,13 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
     return max(1, batch_size // world_size)
 
 
-def train(job: TrainingJob, device: torch.device, ranks: Ranks | None = None, resume: bool = False,
-          progress: bool = True) -> dict:
-    """Train `job`; returns {"epochs", "best_ema_dice", "seconds", "history"}. Writes under job.out_dir:
-    checkpoint_latest.pt (every epoch; removed when finished), checkpoint_best.pt, checkpoint_final.pt,
-    progress.png and progress.json."""
-    settings, ranks = job.settings, ranks or Ranks()
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(settings.seed)
-    hand = hand_task(job)
-    network = (build_joint_network if job.joint else build_network)(job.config, job.in_channels,
-                                                                     job.num_classes).to(device)
-    optimizer = make_optimizer(settings.optimizer, network.parameters(), settings)
-    amp = device.type == "cuda" and settings.mixed_precision
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-    history: list[dict] = []
-    best = -math.inf
-    start_epoch = 0
-    if resume:
-        state = load_checkpoint(checkpoint_path(job.out_dir, "latest"), map_location=device)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best, start_epoch = list(state["history"]), float(state["best_ema_dice"]), int(state["epoch"])
-        log.info("resuming %s fold %s after epoch %d of %d", job.name, job.fold, start_epoch, settings.epochs)
-    model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ranks.distributed else network
-    batch_size = per_rank_batch_size(job.config.batch_size, ranks.world_size)
-    patch = job.config.patch_size
-
-    def batches(cases: tuple[str, ...], augment: bool, stream: str) -> PatchBatches:
-        return PatchBatches(job.preprocessed, cases, patch, batch_size, job.transpose_forward, settings.seed,
-                            augment=augment, rank=ranks.rank, stream=stream)
-
-    training = batches(job.train_cases, True, "train")
-    validation = batches(job.val_cases or job.train_cases, False, "validation")  # fold "all": its own cases
-    strides = output_strides(job.config.strides)
-    weights = deep_supervision_weights(len(strides)) if job.config.deep_supervision else (1.0,)
-    started = time.monotonic()
-    for epoch in range(start_epoch, settings.epochs):
-        lr = poly_lr(settings.initial_lr, epoch, settings.epochs, settings.poly_exponent)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        tick = time.monotonic()
-        train_loss, train_hand, wait = _train_epoch(model, optimizer, scaler, training, epoch, job, device, strides,
-                                                    weights, hand, progress and ranks.is_main)
-        val_loss, val_hand, dice = _validate(model, validation, epoch, job, device, strides, weights, hand)
-        ema = _moving_average(history[-1]["ema_pseudo_dice"] if history else math.nan, dice, settings.ema_weight)
-        seconds = time.monotonic() - tick
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
-                        "ema_pseudo_dice": ema, "lr": lr, "seconds": round(seconds, 3),
-                        "data_wait": round(wait / seconds, 4),
-                        **({"train_hand_loss": train_hand, "val_hand_loss": val_hand} if hand else {})})
-        improved = not math.isnan(ema) and ema > best
-        best = ema if improved else best
-        if ranks.is_main:
-            log.info("%s fold %s epoch %d/%d: train loss %.4f, validation loss %.4f, pseudo Dice %.3f (average "
-                     "%.3f%s), lr %.5f, %.1f s (%.0f%% waiting for data)%s", job.name, job.fold, epoch + 1,
-                     settings.epochs, train_loss, val_loss, dice, ema, ", new best" if improved else "", lr, seconds,
-                     100 * wait / seconds,
-                     f"; hand-function loss {train_hand:.4f} train, {val_hand:.4f} validation" if hand else "")
-            state = _state(job, network, optimizer, scaler, history, best, epoch + 1)
-            if improved:
-                save_checkpoint(checkpoint_path(job.out_dir, "best"), state)
-            save_checkpoint(checkpoint_path(job.out_dir, "latest"), state)
-            _write_curves(job, history)
-        barrier()
-    if ranks.is_main:
-        if start_epoch >= settings.epochs:
-            log.info("%s fold %s: all %d epochs were already done", job.name, job.fold, settings.epochs)
-        save_final(job.out_dir, _state(job, network, optimizer, scaler, history, best, settings.epochs))
-        _write_curves(job, history)
-    barrier()
-    return {"epochs": settings.epochs, "best_ema_dice": best, "seconds": round(time.monotonic() - started, 1),
-            "history": history}
-
-
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                 batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
+                 batches: PatchBatches, epoch: int, job: Job, task: SegmentationTask, device: torch.device,
                  strides: list[tuple[int, ...]], weights: tuple[float, ...], hand: HandTask | None,
                  show: bool) -> tuple[float, float, float]:
     """One epoch of steps; returns the mean loss and hand-function loss (nan without `hand`) over ranks, and the
     seconds spent waiting for batches."""
-    settings = job.settings
+    settings = task.settings
     model.train()
     losses, hand_losses, waited = [], [], 0.0
     count = settings.iterations_per_epoch
@@ -258,18 +263,18 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
 
 
 @torch.no_grad()
-def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, job: TrainingJob, device: torch.device,
+def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, task: SegmentationTask, device: torch.device,
               strides: list[tuple[int, ...]], weights: tuple[float, ...],
               hand: HandTask | None) -> tuple[float, float, float]:
     """Loss, hand-function loss (nan without `hand` or labelled samples) and lesion pseudo Dice on validation
     patches; every rank sees the same number of batches."""
     model.eval()
-    count = job.settings.validation_iterations
+    count = task.settings.validation_iterations
     sums = torch.zeros(3, device=device)  # loss, hand-function loss x its samples, labelled samples
-    counts = torch.zeros(3, job.num_classes - 1, device=device)
+    counts = torch.zeros(3, task.num_classes - 1, device=device)
     for batch in batch_loader(batches, epoch * count, count, 0):
         data, target = batch["data"].to(device), batch["target"].to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda" and job.settings.mixed_precision):
+        with torch.autocast(device.type, enabled=device.type == "cuda" and task.settings.mixed_precision):
             outputs, hand_logits = _forward(model, data, hand)
             loss = deep_supervision_loss(outputs, target, strides, weights).float()
             if hand is not None:
@@ -303,25 +308,6 @@ def _moving_average(previous: float, value: float, weight: float) -> float:
     if math.isnan(previous):
         return value
     return previous if math.isnan(value) else weight * previous + (1 - weight) * value
-
-
-def _state(job: TrainingJob, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler | None, history: list[dict], best: float, epoch: int) -> dict:
-    return {
-        "kind": "joint" if job.joint else "segmentation",
-        "architecture": "JointUNet" if job.joint else job.config.network,
-        "configuration": job.name, "fold": job.fold, "epoch": epoch,
-        "network_kwargs": network_kwargs(job), "patch_size": list(job.config.patch_size),
-        "transpose_forward": list(job.transpose_forward), "plan_digest": job.plan_digest,
-        "settings": asdict(job.settings), "seed": job.settings.seed,
-        "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "history": history, "best_ema_dice": best, **({"hand_weight": job.hand_weight} if job.joint else {}),
-    }
-
-
-def _write_curves(job: TrainingJob, history: list[dict]) -> None:
-    write_progress(history, job.out_dir, f"{job.name}, fold {job.fold}")
 
 
 def default_loader_workers(device_type: str, cores: int) -> int:
