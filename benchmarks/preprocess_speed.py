@@ -95,8 +95,8 @@ def _child(cohort: Path, ws, case: str, queue) -> None:
     job = next(j for j in case_jobs(spec, plan, folder, plan_digest(plan), True, {}) if j.case_id == case)
     properties = preprocess_case(job)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    queue.put({"case": case, "timings": properties["timings"], "seconds": properties["seconds"], "peak_gb": peak_gb,
-               "shape": properties["native"]["shape"]})
+    queue.put({"case": case, "timings": properties.timings, "seconds": properties.seconds, "peak_gb": peak_gb,
+               "shape": list(properties.native.shape)})
 
 
 def _print_timings(spacing: float, rows: list[dict]) -> None:

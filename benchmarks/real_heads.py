@@ -66,21 +66,24 @@ def _run(workdir: Path, name: str, specs: list, workers: int) -> list[dict]:
 
 
 def _row(workdir: Path, raw: Path, folder: Path, spec) -> dict:
-    properties = json.loads((folder / f"{spec.name}.json").read_text())
-    anatomy = properties["anatomy"]
+    from autopipe.layout import case_paths
+    from autopipe.preprocess.properties import read_properties
+
+    properties = read_properties(case_paths(folder, spec.name)[1])
+    anatomy = properties.anatomy.evidence
     expected_strip = spec.needs_strip and spec.whole_brain
-    right = anatomy["whole_brain"] == spec.whole_brain and anatomy["needs_strip"] == expected_strip
+    right = anatomy.whole_brain == spec.whole_brain and anatomy.needs_strip == expected_strip
     reference = raw.parent / f"{raw.name}_references" / f"{spec.name}.nii.gz"
-    dice = _strip_dice(raw / "imagesTr" / f"{spec.name}_0000.nii.gz", reference, properties) \
+    dice = _strip_dice(raw / "imagesTr" / f"{spec.name}_0000.nii.gz", reference) \
         if reference.is_file() and spec.whole_brain else None
     return {"case": spec.name, "expected": _decision(spec.whole_brain, expected_strip),
-            "decided": _decision(anatomy["whole_brain"], anatomy["needs_strip"]), "right": right,
-            "share": anatomy["extractor_share"], "dice": dice, "template": properties["registration_dice"],
-            "brain_ml": properties["brain_volume_ml"], "seconds": properties["seconds"],
-            "findings": [f"{f['severity']}: {f['check']}" for f in properties["plausibility"]["findings"]]}
+            "decided": _decision(anatomy.whole_brain, anatomy.needs_strip), "right": right,
+            "share": anatomy.extractor_share, "dice": dice, "template": properties.registration_dice,
+            "brain_ml": properties.brain_volume_ml, "seconds": properties.seconds,
+            "findings": [f"{f.severity}: {f.check}" for f in properties.plausibility.findings]}
 
 
-def _strip_dice(image: Path, reference: Path, properties: dict) -> float:
+def _strip_dice(image: Path, reference: Path) -> float:
     """Dice of the brain mask preprocessing used (recomputed by the same step) with the package's mask."""
     from autopipe.cohort.image_io import read_volume, to_ras
     from autopipe.preprocess.skull_strip import strip_skull

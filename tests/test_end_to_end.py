@@ -11,7 +11,8 @@ import pytest
 from autopipe.cli import main
 from autopipe.layout import case_paths
 from autopipe.predict.export import export_prediction
-from autopipe.preprocess.storage import read_case, read_properties
+from autopipe.preprocess.properties import read_properties
+from autopipe.preprocess.storage import read_case
 from tests.tiny_cohort import folders, tree_digest
 
 
@@ -121,7 +122,7 @@ def test_a_known_label_survives_export_to_the_scan(trained, tmp_path):
     cohort = workspace / "raw_data" / "Dataset007_SynthPVL"
     folder = workspace / "preprocessed" / "Dataset007_SynthPVL" / "template_3mm"
     largest = max(("PVL_001", "PVL_002", "PVL_003"),
-                  key=lambda c: read_properties(case_paths(folder, c)[1])["lesion_volume_ml"])
+                  key=lambda c: read_properties(case_paths(folder, c)[1]).lesion_volume_ml)
     for case in (largest,):
         arrays, properties = case_paths(folder, case)
         seg = read_case(arrays, ("seg",))["seg"].astype(np.float32)

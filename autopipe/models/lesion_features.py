@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from autopipe.cohort.image_io import spacing_of
 from autopipe.preprocess.labels import components
+
+if TYPE_CHECKING:
+    from autopipe.preprocess.properties import CaseProperties
 
 LESION_MAP = "lesion_map"
 SUMMARY_FEATURES = {"lesion_load": "lesion_load_ml", "lesion_count": "lesion_count",
@@ -109,19 +113,19 @@ def coarse_grid(fine_shape: Sequence[int], fine_affine: np.ndarray, grid_mm: flo
     return CoarseGrid(factor, shape, affine, fine_shape, fine_affine)
 
 
-def on_full_grid(array: np.ndarray, properties: dict) -> np.ndarray:
+def on_full_grid(array: np.ndarray, properties: CaseProperties) -> np.ndarray:
     """A case's array on its `grid` placed into `full_grid` (zeros outside `crop_box`), same dtype.
 
     The last three axes are the grid's (leading axes, e.g. image channels, are kept). ValueError when the
     array's shape is not the crop box's (or the properties' `grid` shape) or the box leaves the full grid.
     """
     array = np.asarray(array)
-    full = tuple(int(s) for s in properties["full_grid"]["shape"])
-    box = [(int(lo), int(hi)) for lo, hi in properties["crop_box"]]
+    full = properties.full_grid.shape
+    box = list(properties.crop_box)
     size = tuple(hi - lo for lo, hi in box)
     if len(box) != 3 or any(lo < 0 or hi > n or lo >= hi for (lo, hi), n in zip(box, full, strict=True)):
         raise ValueError(f"crop box {box} does not lie inside the full grid {full}")
-    grid_shape = tuple(int(s) for s in properties.get("grid", {}).get("shape", size))
+    grid_shape = properties.grid.shape
     if array.ndim < 3 or array.shape[-3:] != size or grid_shape != size:
         raise ValueError(f"array of shape {array.shape} does not fit the crop box {box} (size {size}, "
                          f"grid {grid_shape})")

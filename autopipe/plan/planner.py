@@ -23,8 +23,8 @@ from autopipe.plan.hardware import resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
 from autopipe.plan.plan_set import recover, write_set
 from autopipe.plan.plans_file import dumps_plans, format_json
-from autopipe.plan.preprocessing import TEMPLATE, plan_preprocessing, preprocessing_space, whole_brain_cohort
-from autopipe.plan.segmentation import fullres_spacing, plan_segmentation
+from autopipe.plan.preprocessing import plan_preprocessing
+from autopipe.plan.segmentation import fullres_spacing, plan_segmentation, planned_spacing
 from autopipe.plan.splits import make_splits
 from autopipe.plan.time_budget import default_budget
 from autopipe.templates import brain_extent_mm
@@ -94,10 +94,12 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         raise AutopipeError("dataset.json declares no foreground label", fix='add one, e.g. "lesion": 1')
     geometry = fingerprint["geometry"]
     spacings, shapes = np.array(geometry["spacing_ras"]), np.array(geometry["shape_after_crop_ras"])
-    whole_brain = whole_brain_cohort(fingerprint["anatomy"])
-    segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
-                                     budget, training_extent(spacings, shapes, whole_brain))
+    target, target_reason = fullres_spacing(spacings, shapes)  # decided once: preprocessing and segmentation read it
     channels = {int(k): v for k, v in fingerprint["channel_names"].items()}
+    preprocessing = plan_preprocessing(channels, fingerprint["anatomy"], planned_spacing(target), lesion_labels,
+                                       fingerprint["labels"], geometry["median_crop_ratio"])  # decides the space
+    segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
+                                     budget, training_extent(preprocessing), target=(target, target_reason))
     hand = plan_hand_function(fingerprint["clinical"], list(segmentation.configurations))
     multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget)
     return Plans(
@@ -106,8 +108,7 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
         budget=budget,
         transpose_forward=segmentation.transpose_forward,
         configurations=segmentation.configurations,
-        preprocessing=plan_preprocessing(channels, fingerprint["anatomy"], segmentation.target_spacing,
-                                         lesion_labels, fingerprint["labels"], geometry["median_crop_ratio"]),
+        preprocessing=preprocessing,
         reconstruction=plan_reconstruction(fingerprint["kspace"], hardware, budget,
                                            like_multitask=multitask is not None),
         multitask=multitask,
@@ -117,15 +118,13 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
     )
 
 
-def training_extent(spacings: np.ndarray, shapes: np.ndarray, whole_brain: bool = True
-                    ) -> tuple[np.ndarray, str] | None:
+def training_extent(preprocessing: PreprocessingPlan) -> tuple[np.ndarray, str] | None:
     """What the network will see, in mm, when preprocessing registers cases to the template: the template's
     brain box plus the crop margin (the same for every case). None in native space: the cases' own extent."""
-    target, _ = fullres_spacing(spacings, shapes)
-    if preprocessing_space(tuple(target), whole_brain) != "template":
+    if preprocessing.space != "template":
         return None
-    margin = PreprocessingPlan.crop_margin_mm  # the default, declared once on the dataclass
-    extent = brain_extent_mm(TEMPLATE) + 2 * margin
+    margin = preprocessing.crop_margin_mm
+    extent = brain_extent_mm(preprocessing.template) + 2 * margin
     return extent, (f"the template's brain box ({' x '.join(f'{e:.0f}' for e in extent - 2 * margin)} mm) plus "
                     f"{margin:g} mm each side, at the target spacing: cases are registered to it and cropped to "
                     "the brain")

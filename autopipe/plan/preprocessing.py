@@ -45,7 +45,7 @@ def plan_preprocessing(channel_names: dict[int, str], anatomy: dict, target_spac
                                       "registered with"),
         registration_transform=("Affine", "aligns head size and pose in ~2 s at 2 mm, so lesion maps of different "
                                           "patients compare voxel by voxel; SyN (~5 s) would also warp the lesions"),
-        space=(preprocessing_space(target_spacing, whole), _space_reason(target_spacing, whole)),
+        space=preprocessing_space(target_spacing, whole),
         target_spacing=(tuple(float(s) for s in target_spacing), "the segmentation target spacing (RAS axis order)"),
         normalization=_normalization(names, any_brain, median_crop_ratio),
         lesion_labels=(lesion_labels, f"labels {', '.join(lesion_names)} become lesion (1), the rest 0"),
@@ -113,19 +113,15 @@ def _normalization(names: list[str], any_brain: bool, median_crop_ratio: float) 
             f"{median_crop_ratio:.2f} {compared} {CROP_RATIO_FOR_MASK}); CT: cohort percentiles")
 
 
-def preprocessing_space(target_spacing: tuple[float, ...], whole_brain: bool = True) -> str:
-    """'template' when every scan holds a whole brain and the target spacing is not anisotropic (> 3x)."""
+def preprocessing_space(target_spacing: tuple[float, ...], whole_brain: bool = True) -> tuple[str, str]:
+    """('template' or 'native', why): template when every scan holds a whole brain and the target spacing is not
+    anisotropic (> 3x). The plan's only decision of the space; the rest of plan/ reads `PreprocessingPlan.space`."""
     if not whole_brain:
-        return "native"
-    return "native" if max(target_spacing) / min(target_spacing) > ANISOTROPY_NATIVE else "template"
-
-
-def _space_reason(target_spacing: tuple[float, ...], whole_brain: bool = True) -> str:
-    if not whole_brain:
-        return "not every scan holds a whole brain, so none is registered to the brain template (nnU-Net's way)"
+        return "native", ("not every scan holds a whole brain, so none is registered to the brain template "
+                          "(nnU-Net's way)")
     anisotropy = max(target_spacing) / min(target_spacing)
     if anisotropy > ANISOTROPY_NATIVE:
-        return (f"target anisotropy {anisotropy:.2g} > 3: thick slices stay along their own axis instead of being "
-                "rotated into template axes")
-    return (f"target anisotropy {anisotropy:.2g} <= 3: train in template space, where heads share pose and size "
-            "and lesion maps compare across patients")
+        return "native", (f"target anisotropy {anisotropy:.2g} > 3: thick slices stay along their own axis instead of "
+                          "being rotated into template axes")
+    return "template", (f"target anisotropy {anisotropy:.2g} <= 3: train in template space, where heads share pose and "
+                        "size and lesion maps compare across patients")

@@ -74,6 +74,11 @@ def fullres_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarra
                     f"its 10th percentile {value:.3g} mm (nnU-Net's anisotropy rule)")
 
 
+def planned_spacing(target: np.ndarray) -> tuple[float, float, float]:
+    """A target spacing as plans.json holds it (6 decimals)."""
+    return tuple(round(float(s), 6) for s in target)  # type: ignore[return-value]
+
+
 def transpose_forward(target_spacing: np.ndarray) -> tuple[int, int, int]:
     """The coarsest axis first, the others in order (so 2D networks slice along the coarsest axis)."""
     worst = int(np.argmax(target_spacing))
@@ -124,14 +129,17 @@ def plan_unet(spacing: np.ndarray, median_shape: np.ndarray, dataset_voxels: flo
 
 def plan_segmentation(spacings: np.ndarray, shapes: np.ndarray, num_channels: int, num_classes: int,
                       hardware: HardwarePlan, budget: BudgetPlan,
-                      training_extent: tuple[np.ndarray, str] | None = None) -> SegmentationPlanning:
+                      training_extent: tuple[np.ndarray, str] | None = None,
+                      target: tuple[np.ndarray, str] | None = None) -> SegmentationPlanning:
     """Both configurations for cases with these spacings and cropped shapes (one row per case, mm / voxels).
 
     `training_extent` (mm per axis, why) replaces the cases' cropped extent when preprocessing knows better
-    what the network will see, e.g. the template's brain box when cases are registered to it.
+    what the network will see, e.g. the template's brain box when cases are registered to it. `target`
+    (spacing, why) is the target spacing when the caller has decided it (autopipe.plan.planner, for
+    preprocessing too); else `fullres_spacing` decides it here.
     """
     spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
-    target, spacing_reason = fullres_spacing(spacings, shapes)
+    target, spacing_reason = fullres_spacing(spacings, shapes) if target is None else target
     order = transpose_forward(target)
     median = resampled_median_shape(spacings, shapes, target)
     shape_reason = f"median over {len(spacings)} cases of the cropped shape at the target spacing"
@@ -151,8 +159,7 @@ def plan_segmentation(spacings: np.ndarray, shapes: np.ndarray, num_channels: in
         "transpose_forward": f"coarsest axis ({order[0]}) first; configurations list axes in this order",
         "target_spacing": spacing_reason,
     }
-    target_out = tuple(round(float(s), 6) for s in target)
-    return SegmentationPlanning(target_out, order, configurations, reasons)  # type: ignore[arg-type]
+    return SegmentationPlanning(planned_spacing(target), order, configurations, reasons)
 
 
 def optimizer_choice(hardware: HardwarePlan) -> dict[str, tuple[object, str]]:

@@ -11,7 +11,7 @@ from autopipe.cohort.image_io import NIFTI_ENDINGS, Volume, file_ending, read_he
 from autopipe.files import atomic_path
 from autopipe.predict.postprocess import remove_small_lesions
 from autopipe.preprocess.labels import threshold_interpolated
-from autopipe.preprocess.restore import to_native
+from autopipe.preprocess.properties import CaseProperties
 
 
 def write_like(path: Path, data: np.ndarray, reference: Path, dtype: type) -> Path:
@@ -33,26 +33,26 @@ def write_like(path: Path, data: np.ndarray, reference: Path, dtype: type) -> Pa
     return write_volume(path, Volume(data.astype(dtype), read_header(reference).affine))
 
 
-def export_template_mask(probability: np.ndarray, properties: dict, path: Path) -> Path:
+def export_template_mask(probability: np.ndarray, properties: CaseProperties, path: Path) -> Path:
     """A lesion probability on a template-space training grid -> a 0/1 mask on the whole template grid
     (`full_grid`, zeros outside the crop box), as NIfTI with the template grid's affine."""
     from autopipe.models.lesion_features import on_full_grid
 
-    if properties.get("space") != "template":
-        raise ValueError(f"case {properties.get('case')} is in {properties.get('space')} space, not template space")
+    if properties.space != "template":
+        raise ValueError(f"case {properties.case} is in {properties.space} space, not template space")
     mask = on_full_grid((probability >= 0.5).astype(np.uint8), properties)
-    return write_volume(path, Volume(mask, np.asarray(properties["full_grid"]["affine"], float)), np.uint8)
+    return write_volume(path, Volume(mask, properties.full_grid.as_grid().affine), np.uint8)
 
 
-def export_prediction(probability: np.ndarray, properties: dict, preprocessed: Path, reference: Path, path: Path,
-                      min_lesion_mm3: float = 0.0, probability_path: Path | None = None) -> list[Path]:
+def export_prediction(probability: np.ndarray, properties: CaseProperties, preprocessed: Path, reference: Path,
+                      path: Path, min_lesion_mm3: float = 0.0, probability_path: Path | None = None) -> list[Path]:
     """A lesion probability on a case's training grid -> a 0/1 mask on its scan, written like `reference`.
 
     The probability goes back through the preprocessing transforms with linear interpolation and is
     thresholded at 0.5 there (in native space, as nnU-Net resamples probabilities, not masks); lesions
     under `min_lesion_mm3` are then removed. `probability_path` also writes the native probability.
     """
-    native = to_native(probability, properties, preprocessed, order=1)
+    native = properties.to_native(probability, preprocessed, order=1)
     mask = threshold_interpolated(native.data).astype(bool)
     if min_lesion_mm3 > 0:
         mask = remove_small_lesions(mask, native.spacing, min_lesion_mm3)

@@ -21,6 +21,7 @@ from autopipe.layout import PREDICTOR_FILE, hand_dir
 from autopipe.models.hand_predictor import LinearClassifier, load_classifier
 from autopipe.models.lesion_features import CoarseGrid, feature_vector, on_full_grid
 from autopipe.paths import Workspace
+from autopipe.preprocess.properties import CaseProperties
 
 CSV_FILE = "hand_function.csv"
 THRESHOLD = 0.5
@@ -52,10 +53,10 @@ def load_hand_predictors(workspace: Workspace, dataset: str) -> list[HandPredict
     return predictors
 
 
-def hand_probability(probability: np.ndarray, properties: dict, predictors: list[HandPredictor]) -> float:
+def hand_probability(probability: np.ndarray, properties: CaseProperties, predictors: list[HandPredictor]) -> float:
     """Mean over the folds of p(impaired) for a lesion probability on a case's template-space training grid."""
-    if properties.get("space") != "template":
-        raise ValueError(f"case {properties.get('case')} is not in template space")
+    if properties.space != "template":
+        raise ValueError(f"case {properties.case} is not in template space")
     mask = on_full_grid(probability >= THRESHOLD, properties)
     values = []
     for predictor in predictors:

@@ -146,7 +146,7 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
         written.extend(export_prediction(
             probability, outcome.properties, scratch, job.images[0], output_dir / f"{job.case_id}{ending}", min_mm3,
             output_dir / f"{job.case_id}_probability{ending}" if probabilities else None))
-        if hand is not None and outcome.properties.get("space") == "template":
+        if hand is not None and outcome.properties.space == "template":
             hand_models, predictors = hand
             if hand_models is not models:
                 probability = predict_probability(hand_models, image, device, mirror=mirror)

@@ -23,7 +23,8 @@ from autopipe.models.checkpoint import checkpoint_path
 from autopipe.predict.export import export_prediction, export_template_mask
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import load_ensemble
-from autopipe.preprocess.storage import read_case, read_properties
+from autopipe.preprocess.properties import read_properties
+from autopipe.preprocess.storage import read_case
 from autopipe.progress import track
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
         arrays, properties_path = case_paths(preprocessed, case_id)
         properties = read_properties(properties_path)
         probability = predict_probability(models, read_case(arrays, ("image",))["image"], device, mirror=mirror)
-        if properties.get("space") == "template":
+        if properties.space == "template":
             export_template_mask(probability, properties, template_space_prediction(fold_dir, case_id))
         export_prediction(probability, properties, preprocessed, spec.image_path(case_id, 0),
                           out / prediction_name(spec, case_id))  # last: its time stamp marks the case done
@@ -66,10 +67,10 @@ def _newer(path: Path, than: Path) -> bool:
 
 def _newer_or_native(path: Path, than: Path, preprocessed: Path, case_id: str) -> bool:
     """The template-space mask is there and current, or the case is not in template space (none is written)."""
-    properties = read_properties(case_paths(preprocessed, case_id)[1]) or {}
-    return properties.get("space") != "template" or _newer(path, than)
+    properties = read_properties(case_paths(preprocessed, case_id)[1])
+    return properties is None or properties.space != "template" or _newer(path, than)
 
 
 def _voxels(preprocessed: Path, case_id: str) -> float:
-    properties = read_properties(case_paths(preprocessed, case_id)[1]) or {}
-    return float(np.prod(properties.get("grid", {}).get("shape", [1])))
+    properties = read_properties(case_paths(preprocessed, case_id)[1])
+    return 1.0 if properties is None else float(np.prod(properties.grid.shape))

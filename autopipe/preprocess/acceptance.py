@@ -16,18 +16,15 @@ from pathlib import Path
 from autopipe.errors import AutopipeError
 from autopipe.files import write_json
 from autopipe.layout import case_paths
-from autopipe.preprocess.storage import read_properties
+from autopipe.preprocess.properties import CaseProperties, read_properties
 
 ACCEPTED = "accepted.json"
 ALL = "all"
 
 
-def failed_checks(properties: dict | None) -> dict[str, str]:
-    """check name -> message of every failed plausibility check in a case's properties."""
-    if not properties:
-        return {}
-    found = properties.get("plausibility", {}).get("findings", [])
-    return {f["check"]: f["message"] for f in found if f.get("severity") == "fail"}
+def failed_checks(properties: CaseProperties | None) -> dict[str, str]:
+    """check name -> message of every failed plausibility check in a case's properties (none without them)."""
+    return {} if properties is None else properties.plausibility.failed_checks()
 
 
 def read_accepted(folder: Path) -> dict[str, dict]:
@@ -48,11 +45,14 @@ def is_accepted(accepted: dict[str, dict], case_id: str, checks: dict[str, str])
 
 
 def unaccepted_failures(folder: Path, case_ids: list[str]) -> dict[str, dict[str, str]]:
-    """case -> failed checks not accepted, for the given finished cases."""
+    """case -> failed checks not accepted, for the given cases (those with damaged properties are unfinished)."""
     accepted = read_accepted(folder)
     out = {}
     for case in case_ids:
-        checks = failed_checks(read_properties(case_paths(folder, case)[1]))
+        try:
+            checks = failed_checks(read_properties(case_paths(folder, case)[1]))
+        except AutopipeError:
+            continue
         if checks and not is_accepted(accepted, case, checks):
             out[case] = checks
     return out

@@ -21,7 +21,7 @@ from autopipe import __version__
 from autopipe.anatomy.foreground import border_share, faces_covered
 from autopipe.cohort.image_io import Header, Volume, bounding_box, read_header, read_volume, to_ras
 from autopipe.cohort.problem import dims
-from autopipe.files import to_plain, write_json
+from autopipe.files import write_json
 from autopipe.layout import case_paths
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import plausibility, qc
@@ -29,6 +29,16 @@ from autopipe.preprocess.bias_field import n4_correct
 from autopipe.preprocess.geometry import Grid, resampled_grid
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
+from autopipe.preprocess.properties import (
+    Anatomy,
+    CaseProperties,
+    ChannelNormalization,
+    GridRecord,
+    NativeGrid,
+    Plausibility,
+    Source,
+    Transforms,
+)
 from autopipe.preprocess.registration import Registration, apply, register
 from autopipe.preprocess.skull_strip import StripResult, strip_skull
 from autopipe.preprocess.storage import FORMAT_VERSION, write_case_arrays
@@ -73,7 +83,7 @@ class Timer:
             self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 3)
 
 
-def preprocess_case(job: CaseJob) -> dict:
+def preprocess_case(job: CaseJob) -> CaseProperties:
     """Run every step for one case and write its outputs; returns the properties written (CASE.json).
 
     Raises CaseError (bad data, with what to do), autopipe.cohort.image_io.UnreadableImage (a file that
@@ -117,41 +127,32 @@ def preprocess_case(job: CaseJob) -> dict:
             kspace = _prepare_kspace(job, stored_label)
     voxel_ml = math.prod(reference.spacing) / 1000
     measured = _measurements(plan, stripped, bias_ranges, registration_dice, label, voxel_ml)
-    found = plausibility.findings(measured)
-    properties = {
-        "format_version": FORMAT_VERSION,
-        "autopipe_version": __version__,
-        "case": job.case_id,
-        "plan_digest": job.digest,
-        "source": {"images": [str(p) for p in job.images], "label": None if job.label is None else str(job.label)},
-        "native": {"shape": list(native.shape[:3]), "affine": np.round(native.affine, 6).tolist(),
-                   "spacing": [round(s, 6) for s in native.spacing], "axcodes": native.axcodes},
-        "space": plan.space,
-        "template": plan.template,
-        "axes": "arrays in RAS voxel order of `grid`; `grid` is `full_grid` cropped to `crop_box` ([lo, hi) per axis)",
-        "full_grid": full.to_plain(),
-        "crop_box": [list(b) for b in box],
-        "grid": grid.to_plain(),
-        "transforms": {
-            "folder": "transforms",
-            "to_template": None if to_template is None else to_template.to_plain(),
-            "to_grid": list(transforms),
-            "channels_to_channel0": {str(k): r.to_plain() for k, r in coregistrations.items()},
-        },
-        "arrays": arrays_path.name,
-        "brain_volume_ml": round(float(brain.sum()) * voxel_ml, 2),
-        "lesion_volume_ml": None if label is None else round(float(label.sum()) * voxel_ml, 3),
-        "lesion_voxels_in_grid": lesion_voxels if label is not None else None,
-        "registration_dice": None if registration_dice is None else round(registration_dice, 4),
-        "anatomy": {**stripped.evidence.to_plain(), "stripped_with": stripped.stripped_with},
-        "plausibility": {"measurements": to_plain(measured), "findings": [f.to_plain() for f in found],
-                         "failed": any(f.severity == "fail" for f in found)},
-        "normalization": statistics,
-        "kspace": kspace,
-        "timings": timer.seconds,
-        "seconds": round(sum(timer.seconds.values()), 2),
-    }
-    write_json(properties_path, properties)
+    properties = CaseProperties(
+        format_version=FORMAT_VERSION,
+        autopipe_version=__version__,
+        case=job.case_id,
+        plan_digest=job.digest,
+        source=Source(tuple(str(p) for p in job.images), None if job.label is None else str(job.label)),
+        native=NativeGrid.of_header(native),
+        space=plan.space,
+        template=plan.template,
+        full_grid=GridRecord.of(full),
+        crop_box=tuple(box),
+        grid=GridRecord.of(grid),
+        transforms=Transforms("transforms", to_template, tuple(transforms), coregistrations),
+        arrays=arrays_path.name,
+        brain_volume_ml=round(float(brain.sum()) * voxel_ml, 2),
+        lesion_volume_ml=None if label is None else round(float(label.sum()) * voxel_ml, 3),
+        lesion_voxels_in_grid=lesion_voxels if label is not None else None,
+        registration_dice=None if registration_dice is None else round(registration_dice, 4),
+        anatomy=Anatomy(stripped.evidence, stripped.stripped_with),
+        plausibility=Plausibility(measured, tuple(plausibility.findings(measured))),
+        normalization=statistics,
+        kspace=kspace,
+        timings=timer.seconds,
+        seconds=round(sum(timer.seconds.values()), 2),
+    )
+    write_json(properties_path, properties.to_json())
     return properties
 
 
@@ -282,7 +283,8 @@ def _resample_mask(mask: Volume, grid: Grid, transforms: tuple[str, ...], job: C
     return threshold_interpolated(resampled) if job.plan.label_order > 0 else resampled.astype(np.uint8)
 
 
-def _normalize(job: CaseJob, images: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+def _normalize(job: CaseJob, images: np.ndarray, brain: np.ndarray
+               ) -> tuple[np.ndarray, tuple[ChannelNormalization, ...]]:
     out, statistics = np.empty_like(images), []
     for k, scheme in enumerate(job.plan.normalization):
         if scheme == "ct":
@@ -292,11 +294,11 @@ def _normalize(job: CaseJob, images: np.ndarray, brain: np.ndarray) -> tuple[np.
                                 "statistics for it; run `autopipe plan` again")
             out[k] = ct_normalize(images[k], stats["mean"], stats["std"], stats["percentile_00_5"],
                                   stats["percentile_99_5"])
-            statistics.append({"scheme": scheme, **{key: stats[key] for key in ("mean", "std")}})
+            statistics.append(ChannelNormalization(scheme, stats["mean"], stats["std"]))
             continue
         out[k], stats = zscore(images[k], brain if scheme == "zscore_brain" else None, job.plan.clip_percentiles)
-        statistics.append({"scheme": scheme, **{key: round(v, 6) for key, v in stats.items()}})
-    return out, statistics
+        statistics.append(ChannelNormalization(scheme, **{key: round(v, 6) for key, v in stats.items()}))
+    return out, tuple(statistics)
 
 
 def _write_qc(job: CaseJob, reference: Volume, raw: np.ndarray, corrected: np.ndarray, brain: np.ndarray,

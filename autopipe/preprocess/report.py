@@ -11,16 +11,17 @@ from __future__ import annotations
 import statistics
 
 from autopipe.preprocess.acceptance import failed_checks, is_accepted
+from autopipe.preprocess.properties import CaseProperties
 
 BRAIN_VOLUME_TOLERANCE = 0.25  # relative to the cohort median; adult brains vary by about +-15%
 MIN_CASES_FOR_MEDIAN = 3
 
 
-def case_flags(record: dict, median_brain_ml: float | None) -> list[str]:
+def case_flags(record: CaseProperties, median_brain_ml: float | None) -> list[str]:
     """Why a case deserves a look, failed checks aside (empty when nothing is unusual)."""
-    flags = [f["message"] for f in record.get("plausibility", {}).get("findings", []) if f["severity"] == "flag"]
-    brain = record.get("brain_volume_ml")
-    if median_brain_ml and brain is not None:
+    flags = record.plausibility.flags()
+    brain = record.brain_volume_ml
+    if median_brain_ml:
         change = brain / median_brain_ml - 1
         if abs(change) > BRAIN_VOLUME_TOLERANCE:
             flags.append(f"brain volume {abs(change):.0%} {'above' if change > 0 else 'below'} the cohort median "
@@ -28,20 +29,20 @@ def case_flags(record: dict, median_brain_ml: float | None) -> list[str]:
     return flags
 
 
-def build_report(records: list[dict], failures: dict[str, str], accepted: dict[str, dict] | None = None) -> dict:
+def build_report(records: list[CaseProperties], failures: dict[str, str], accepted: dict[str, dict] | None = None
+                 ) -> dict:
     """Rows for every finished case (failed checks, acceptance and flags included), failures, and the cohort's
     summary figures. `accepted` is accepted.json (autopipe.preprocess.acceptance)."""
     accepted = accepted or {}
-    brains = [r["brain_volume_ml"] for r in records if r.get("brain_volume_ml") is not None]
+    brains = [r.brain_volume_ml for r in records]
     median = statistics.median(brains) if len(brains) >= MIN_CASES_FOR_MEDIAN else None
     rows = []
-    for record in sorted(records, key=lambda r: r["case"]):
-        rows.append({"case": record["case"], "seconds": record["seconds"], "timings": record["timings"],
-                     "brain_volume_ml": record["brain_volume_ml"], "lesion_volume_ml": record["lesion_volume_ml"],
-                     "registration_dice": record["registration_dice"],
-                     "stripped_with": record.get("anatomy", {}).get("stripped_with"),
+    for record in sorted(records, key=lambda r: r.case):
+        rows.append({"case": record.case, "seconds": record.seconds, "timings": record.timings,
+                     "brain_volume_ml": record.brain_volume_ml, "lesion_volume_ml": record.lesion_volume_ml,
+                     "registration_dice": record.registration_dice, "stripped_with": record.anatomy.stripped_with,
                      "failed_checks": (checks := failed_checks(record)),
-                     "accepted": bool(checks) and is_accepted(accepted, record["case"], checks),
+                     "accepted": bool(checks) and is_accepted(accepted, record.case, checks),
                      "flags": case_flags(record, median)})
     steps = list(dict.fromkeys(step for r in rows for step in r["timings"]))  # in the order the steps ran
     return {

@@ -28,8 +28,9 @@ from autopipe.plan.plans_file import load_plans
 from autopipe.preprocess import acceptance
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseError, CaseJob, preprocess_case
+from autopipe.preprocess.properties import CaseProperties, read_properties
 from autopipe.preprocess.report import build_report, format_table
-from autopipe.preprocess.storage import is_finished, plan_digest, read_properties
+from autopipe.preprocess.storage import is_finished, plan_digest
 from autopipe.progress import parallel_map
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Outcome:
     """What happened to one case: its properties, or why it failed (and the traceback, for --debug)."""
 
     case_id: str
-    properties: dict | None = None
+    properties: CaseProperties | None = None
     error: str | None = None
     details: str | None = None
 
@@ -73,9 +74,9 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
     workers = memory_bounded_workers(workers, len(todo))
     outcomes = parallel_map(run_job, todo, workers, "preprocess", enabled=progress) if todo else []
     failures = {o.case_id: o.error for o in outcomes if o.error}
-    records = [p for job in jobs if (p := read_properties(case_paths(folder, job.case_id)[1])) is not None
-               and job.case_id not in failures and p.get("plan_digest") == digest]
-    failing = {r["case"]: checks for r in records if (checks := failed_checks(r))}
+    records = [p for job in jobs if job.case_id not in failures
+               and (p := read_properties(case_paths(folder, job.case_id)[1])) is not None and p.plan_digest == digest]
+    failing = {r.case: checks for r in records if (checks := failed_checks(r))}
     accepted_now = acceptance.accept(folder, accept, failing) if accept else []
     report = build_report(records, failures, acceptance.read_accepted(folder))
     write_json(folder / "report.json", report)

@@ -3,12 +3,13 @@
     preprocessed/DATASET/IDENTIFIER/
         CASE.h5          image float32 [C, X, Y, Z], seg uint8 [X, Y, Z] (if labelled), brain uint8 [X, Y, Z],
                          lesion_voxels int32 [N, 3] (a sample of lesion positions, for oversampling)
-        CASE.json        properties: native geometry, grids, crop box, transforms, statistics, timings
+        CASE.json        properties (autopipe.preprocess.properties): native geometry, grids, crop box,
+                         transforms, statistics, timings
         transforms/      ANTs transform files named after the case
         qc/              CASE.png, views/CASE.npz, montage.png
         report.json      per-case timings, volumes and flags
 
-Arrays are in RAS voxel order of the case's grid (properties["grid"]). The HDF5 datasets are chunked
+Arrays are in RAS voxel order of the case's grid (its properties' `grid`). The HDF5 datasets are chunked
 (32^3 voxels) and gzip-1 compressed, so a training patch decompresses only the chunks it touches.
 CASE.json is written last: a case is finished exactly when its JSON exists and names the current
 plan's digest.
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from autopipe.errors import AutopipeError
 from autopipe.files import atomic_path, to_plain
 from autopipe.layout import case_paths
+from autopipe.preprocess.properties import read_properties
 
 FORMAT_VERSION = 1
 CHUNK = 32
@@ -95,17 +98,15 @@ def read_region(path: Path, start: tuple[int, ...], size: tuple[int, ...]) -> di
     return out
 
 
-def read_properties(path: Path) -> dict | None:
-    """A case's properties, or None if missing or unreadable (an unfinished case)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_finished(folder: Path, case_id: str, digest: str) -> bool:
-    """True when the case's arrays and properties exist and were made with the plan whose digest is `digest`."""
+    """True when the case's arrays and properties exist and were made with the plan whose digest is `digest`.
+
+    Properties that are damaged or not a case's (another program's, another format's) leave the case unfinished.
+    """
     arrays, properties_path = case_paths(folder, case_id)
-    properties = read_properties(properties_path)
-    return (properties is not None and arrays.is_file() and properties.get("plan_digest") == digest
-            and properties.get("format_version") == FORMAT_VERSION)
+    try:
+        properties = read_properties(properties_path)
+    except AutopipeError:
+        return False
+    return (properties is not None and arrays.is_file() and properties.plan_digest == digest
+            and properties.format_version == FORMAT_VERSION)

@@ -41,7 +41,8 @@ from autopipe.paths import Workspace
 from autopipe.plan.configs import HandFunctionPlan
 from autopipe.plan.splits import load_splits
 from autopipe.preprocess.folds import Fold, load_fold
-from autopipe.preprocess.storage import plan_digest, read_case, read_properties
+from autopipe.preprocess.properties import read_properties
+from autopipe.preprocess.storage import plan_digest, read_case
 from autopipe.progress import track
 from autopipe.train.hand_classifier import fit_classifier
 
@@ -105,7 +106,7 @@ def train_hand_predictor(fold: Fold, workspace: Workspace, *, seed: int = 0, pro
     held_out = [c for c in fold.val_cases if labels.get(c) is not None]
     _check_classes(train, held_out, labels, fold)
     masks = {c: _mask_path(workspace, fold, plan, sources[c], c) for c in [*train, *held_out]}
-    template = read_properties(case_paths(fold.preprocessed, train[0])[1]).get("template")
+    template = read_properties(case_paths(fold.preprocessed, train[0])[1]).template
     grid, cells = _grid_and_cells(fold, train[0], plan)
     features = _planned_features(plan, fold)
     variants = extract_features(fold, features, grid, cells, masks, [*train, *held_out], progress)
@@ -241,13 +242,11 @@ def _check_classes(train: list[str], held_out: list[str], labels: dict, fold: Fo
 
 def _grid_and_cells(fold: Fold, case: str, plan: HandFunctionPlan) -> tuple[CoarseGrid, np.ndarray]:
     properties = read_properties(case_paths(fold.preprocessed, case)[1])
-    full = properties["full_grid"]
-    affine = np.asarray(full["affine"], float)
-    grid = coarse_grid(tuple(full["shape"]), affine, plan.grid_mm)
-    template = properties.get("template")
-    if template is None:  # native-space preprocessing: summaries only, no map cells
+    full = properties.full_grid.as_grid()
+    grid = coarse_grid(full.shape, full.affine, plan.grid_mm)
+    if properties.template is None:  # native-space preprocessing: summaries only, no map cells
         return grid, np.zeros(0, int)
-    return grid, brain_cells(template_brain_on_grid(template, tuple(full["shape"]), affine), grid)
+    return grid, brain_cells(template_brain_on_grid(properties.template, full.shape, full.affine), grid)
 
 
 def _read_mask(path: Path, grid: CoarseGrid, case: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from autopipe.models.lesion_features import (
     pool_ml,
     template_brain_on_grid,
 )
+from tests.case_properties import case_properties
 
 FINE_SHAPE = (10, 11, 12)  # not divisible by 3 along the first two axes
 FINE_AFFINE = np.array([[2.0, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
@@ -114,8 +115,7 @@ def test_coarse_grid_json_round_trip() -> None:
 
 
 def test_on_full_grid_places_the_crop() -> None:
-    properties = {"full_grid": {"shape": [6, 7, 8]}, "crop_box": [[1, 4], [2, 7], [0, 8]],
-                  "grid": {"shape": [3, 5, 8]}}
+    properties = case_properties(full_shape=(6, 7, 8), crop_box=((1, 4), (2, 7), (0, 8)))  # grid 3 x 5 x 8
     array = np.arange(3 * 5 * 8, dtype=np.uint8).reshape(3, 5, 8) + 1
     full = on_full_grid(array, properties)
     assert full.shape == (6, 7, 8) and full.dtype == np.uint8

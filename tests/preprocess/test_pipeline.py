@@ -23,10 +23,10 @@ from autopipe.paths import Workspace
 from autopipe.preprocess import runner
 from autopipe.preprocess.bias_field import n4_correct
 from autopipe.preprocess.geometry import Grid
+from autopipe.preprocess.properties import CaseProperties, read_properties
 from autopipe.preprocess.registration import apply
-from autopipe.preprocess.restore import mask_to_native
 from autopipe.preprocess.runner import preprocess_dataset
-from autopipe.preprocess.storage import read_case, read_properties
+from autopipe.preprocess.storage import read_case
 from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 from autopipe.synth.tissues import TISSUE_LABELS
 
@@ -64,7 +64,7 @@ def run(base) -> dict:
     return result
 
 
-def properties(run: dict, case: str) -> dict:
+def properties(run: dict, case: str) -> CaseProperties:
     return read_properties(case_paths(run["folder"], case)[1])
 
 
@@ -90,10 +90,10 @@ def test_skull_strip_matches_ground_truth_brain(run, base):
     assert fingerprint["anatomy"]["needs_strip_cases"] == list(CASES)  # the generator's heads have a skull
     for case in CASES:
         props = properties(run, case)
-        assert props["anatomy"]["needs_strip"] and props["anatomy"]["stripped_with"] == "deepbet"
-        assert props["plausibility"]["findings"] == [], props["plausibility"]
+        assert props.anatomy.evidence.needs_strip and props.anatomy.stripped_with == "deepbet"
+        assert props.plausibility.findings == (), props.plausibility
         brain = read_case(case_paths(run["folder"], case)[0], ("brain",))["brain"]
-        native = mask_to_native(brain, props, run["folder"])
+        native = props.mask_to_native(brain, run["folder"])
         truth = read_volume(base / "raw_data" / DATASET / "groundtruth" / f"{case}_brain.nii.gz")
         assert np.allclose(native.affine, truth.affine)
         # through the crop, the template grid (3 mm) and back; deepbet alone reaches 0.97-0.98 at 2 mm
@@ -108,7 +108,7 @@ def test_labels_stay_binary_and_survive_the_round_trip(run, base):
         assert arrays["image"].dtype == np.float32 and arrays["image"].shape[0] == 2
         props = properties(run, case)
         label = read_volume(base / "raw_data" / DATASET / "labelsTr" / f"{case}.nii.gz").data > 0
-        back = mask_to_native(arrays["seg"], props, run["folder"])
+        back = props.mask_to_native(arrays["seg"], run["folder"])
         assert back.shape == label.shape
         if label.sum() > 20:  # lesions of a few voxels at 3 mm do not survive two resamplings intact
             assert dice(back.data, label) > 0.5, case
@@ -124,17 +124,17 @@ def test_images_are_normalized_inside_the_brain(run):
 
 def test_geometry_is_recorded(run):
     props = properties(run, "PVL_001")
-    full, grid = Grid.from_plain(props["full_grid"]), Grid.from_plain(props["grid"])
-    box = props["crop_box"]
+    full, grid = props.full_grid.as_grid(), props.grid.as_grid()
+    box = props.crop_box
     assert grid.shape == tuple(hi - lo for lo, hi in box)
     assert np.allclose(full.crop(tuple(map(tuple, box))).affine, grid.affine)
     assert np.allclose(grid.spacing, (3.0, 3.0, 3.0))
-    assert props["native"]["axcodes"] == "LPS"
-    assert 0.9 < props["registration_dice"] <= 1.0
-    folder = run["folder"] / props["transforms"]["folder"]
-    for name in props["transforms"]["to_template"]["forward"]:
+    assert props.native.axcodes == "LPS"
+    assert 0.9 < props.registration_dice <= 1.0
+    folder = run["folder"] / props.transforms.folder
+    for name in props.transforms.to_template.forward:
         assert (folder / name).is_file()
-    assert props["transforms"]["channels_to_channel0"]["1"]["forward"]
+    assert props.transforms.channels_to_channel0[1].forward
 
 
 def test_registration_raises_white_matter_overlap_across_subjects(run, base):
@@ -143,10 +143,10 @@ def test_registration_raises_white_matter_overlap_across_subjects(run, base):
     wm = [t.with_data((t.data == TISSUE_LABELS["wm"]).astype(np.float32)) for t in tissues]
     scanner = apply(wm[1], Grid.of(wm[0]), (), 1) >= 0.5
     before = dice(wm[0].data, scanner)
-    template_grid = Grid.from_plain(properties(run, CASES[0])["full_grid"])
+    template_grid = properties(run, CASES[0]).full_grid.as_grid()
     warped = []
     for case, volume in zip(CASES[:2], wm, strict=True):
-        transforms = tuple(properties(run, case)["transforms"]["to_template"]["forward"])
+        transforms = tuple(properties(run, case).transforms.to_template.forward)
         warped.append(apply(volume, template_grid, transforms, 1, run["folder"] / "transforms") >= 0.5)
     after = dice(*warped)
     assert after > before + 0.1, (before, after)
@@ -230,8 +230,8 @@ def test_killed_run_resumes_without_half_written_cases(base, tmp_path):
     assert resumed["skipped"] == len(finished) and resumed["failed"] == {}
     assert all(case_paths(folder, c)[1].exists() for c in CASES)
     assert not list(folder.rglob(".tmp_*"))
-    assert math.isclose(properties(resumed, "PVL_001")["brain_volume_ml"],
-                        read_properties(case_paths(folder, "PVL_001")[1])["brain_volume_ml"])
+    assert math.isclose(properties(resumed, "PVL_001").brain_volume_ml,
+                        read_properties(case_paths(folder, "PVL_001")[1]).brain_volume_ml)
 
 
 def test_deepbet_reaches_the_target_dice_on_synthetic_heads(base):
@@ -259,11 +259,11 @@ def test_native_space_with_syn_maps_back_to_the_scan(base, tmp_path):
     images = tuple(cohort / "imagesTr" / f"PVL_003_{k:04d}.nii.gz" for k in range(2))
     props = preprocess_case(CaseJob("PVL_003", images, cohort / "labelsTr" / "PVL_003.nii.gz", tmp_path, plan,
                                     plan_digest(plan), qc=False))
-    assert props["space"] == "native" and props["transforms"]["to_grid"] == []
-    assert len(props["transforms"]["to_template"]["forward"]) == 2  # warp + affine
-    grid = Grid.from_plain(props["grid"])
+    assert props.space == "native" and props.transforms.to_grid == ()
+    assert len(props.transforms.to_template.forward) == 2  # warp + affine
+    grid = props.grid.as_grid()
     assert np.allclose(grid.affine[:3, :3], np.diag([3.0, 3.0, 3.0]))  # RAS axes of the scan, no rotation
     brain = read_case(tmp_path / "PVL_003.h5", ("brain",))["brain"]
     truth = read_volume(cohort / "groundtruth" / "PVL_003_brain.nii.gz").data
-    assert dice(mask_to_native(brain, props, tmp_path).data, truth) > 0.93
-    assert props["registration_dice"] > 0.9
+    assert dice(props.mask_to_native(brain, tmp_path).data, truth) > 0.93
+    assert props.registration_dice > 0.9

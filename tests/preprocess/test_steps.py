@@ -29,6 +29,7 @@ from autopipe.preprocess.geometry import (
 )
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
+from autopipe.preprocess.properties import Plausibility
 from autopipe.preprocess.registration import Registration, apply, register
 from autopipe.preprocess.report import build_report, case_flags, format_table
 from autopipe.preprocess.skull_strip import brain_mask
@@ -41,6 +42,7 @@ from autopipe.preprocess.storage import (
     read_region,
     write_case_arrays,
 )
+from tests.case_properties import case_properties
 
 
 def world(affine: np.ndarray, index) -> np.ndarray:
@@ -539,7 +541,7 @@ def test_is_finished_needs_arrays_and_properties_of_the_current_plan(tmp_path):
     image, brain, seg = case_arrays()
     props = tmp_path / "CASE.json"
     assert not is_finished(tmp_path, "CASE", "abc")
-    props.write_text(json.dumps({"plan_digest": "abc", "format_version": FORMAT_VERSION}))
+    props.write_text(json.dumps(case_properties("CASE", plan_digest="abc").to_json()))
     assert not is_finished(tmp_path, "CASE", "abc")  # properties without arrays
     write_case_arrays(tmp_path / "CASE.h5", image, brain, seg, seed=0)
     assert is_finished(tmp_path, "CASE", "abc")
@@ -549,20 +551,21 @@ def test_is_finished_needs_arrays_and_properties_of_the_current_plan(tmp_path):
     assert not is_finished(tmp_path, "CASE", "abc")  # arrays without properties: a killed run
     props.write_text('{"plan_digest": "abc", "format_')  # half written
     assert not is_finished(tmp_path, "CASE", "abc")
-    props.write_text(json.dumps({"plan_digest": "abc", "format_version": FORMAT_VERSION + 1}))
+    newer = case_properties("CASE", plan_digest="abc", format_version=FORMAT_VERSION + 1)
+    props.write_text(json.dumps(newer.to_json()))
     assert not is_finished(tmp_path, "CASE", "abc")
 
 
 # ---------------------------------------------------------------- report
 
 
-def record(case: str, brain: float = 1200.0, dice: float = 0.95, lesion: float | None = 3.5) -> dict:
+def record(case: str, brain: float = 1200.0, dice: float = 0.95, lesion: float | None = 3.5):
     measured = plausibility.Measurements(whole_brain=True, method="auto", stripped_with="deepbet", decision="a head",
                                          brain_ml=brain, foreground_ml=3000.0, brain_on_border=0.0,
                                          registration_dice=dice, lesion_ml=lesion)
-    found = [f.to_plain() for f in plausibility.findings(measured)]
-    return {"case": case, "seconds": 10.0, "timings": {"read": 1.0, "register": 4.0}, "brain_volume_ml": brain,
-            "lesion_volume_ml": lesion, "registration_dice": dice, "plausibility": {"findings": found}}
+    found = tuple(plausibility.findings(measured))
+    return case_properties(case, seconds=10.0, timings={"read": 1.0, "register": 4.0}, brain_volume_ml=brain,
+                           lesion_volume_ml=lesion, registration_dice=dice, plausibility=Plausibility(measured, found))
 
 
 def test_case_flags_small_brain_and_poor_registration():

@@ -19,8 +19,10 @@ from autopipe.models.hand_predictor import load_classifier
 from autopipe.paths import Workspace
 from autopipe.plan.configs import HandFunctionPlan
 from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.properties import read_properties
 from autopipe.preprocess.storage import write_case_arrays
 from autopipe.train.hand_fold import ready, segmentation_sources, train_hand_predictor
+from tests.case_properties import case_properties
 
 DATASET = "Dataset009_Hand"
 FULL_SHAPE = (20, 24, 20)
@@ -65,16 +67,11 @@ def cohort(tmp_path: Path) -> SimpleNamespace:
     (ws.plans_dir(DATASET) / "splits_final.json").write_text(json.dumps(SPLITS))
     folder = ws.preprocessed / DATASET / "template_8mm"
     folder.mkdir(parents=True)
-    grid_shape = [hi - lo for lo, hi in CROP]
-    grid_affine = AFFINE.copy()
-    grid_affine[:3, 3] += AFFINE[:3, :3] @ np.array([lo for lo, _ in CROP])
     for case in cases:
         truth = _cropped(_lesion_mask(case))
         write_case_arrays(case_paths(folder, case)[0], truth[None].astype(np.float32), np.ones_like(truth), truth, 0)
-        properties = {"case": case, "space": "template", "template": "mni152_2009a_sym", "crop_box": CROP,
-                      "full_grid": {"shape": list(FULL_SHAPE), "affine": AFFINE.tolist(), "spacing": [8.0] * 3},
-                      "grid": {"shape": grid_shape, "affine": grid_affine.tolist(), "spacing": [8.0] * 3}}
-        case_paths(folder, case)[1].write_text(json.dumps(properties))
+        properties = case_properties(case, full_shape=FULL_SHAPE, affine=AFFINE, crop_box=CROP)
+        case_paths(folder, case)[1].write_text(json.dumps(properties.to_json()))
     for k, split in enumerate(SPLITS):  # each fold's network "predicts" its held-out cases: the truth here
         folder_k = fold_dir(ws, DATASET, "3d_fullres", str(k))
         folder_k.mkdir(parents=True)
@@ -231,7 +228,7 @@ def test_a_new_subject_is_scored_by_every_fold_on_its_template_space_mask(cohort
         train_hand_predictor(cohort.fold(k), cohort.ws, progress=False)
     predictors = load_hand_predictors(cohort.ws, DATASET)
     assert [p.fold for p in predictors] == ["0", "1", "2"]
-    properties = json.loads(case_paths(cohort.folder, "c05")[1].read_text())
+    properties = read_properties(case_paths(cohort.folder, "c05")[1])
     probability = _cropped(_lesion_mask("c05")).astype(np.float32) * 0.9  # the U-Net's output on the grid
     written = read_volume(export_template_mask(probability, properties, tmp_path / "c05.nii.gz"))
     assert np.array_equal(written.data, _lesion_mask("c05")) and np.allclose(written.affine, AFFINE)
