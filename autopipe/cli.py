@@ -152,30 +152,30 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     with output_lock(ws.preprocessed / LOCKS / root.name, "preprocess"):
         result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
                                     qc=args.qc, accept=args.accept)
-    print(result["table"])
-    folder = result["folder"]
-    print(f"{result['processed']} case(s) preprocessed, {result['skipped']} already done, "
-          f"{len(result['failed'])} failed -> {folder}")
-    if args.qc and result["report"]["cases"]:
+    print(result.table)
+    folder = result.folder
+    print(f"{result.processed} case(s) preprocessed, {result.skipped} already done, "
+          f"{len(result.failed)} failed -> {folder}")
+    if args.qc and result.report["cases"]:
         print(f"QC: {folder / 'qc' / 'montage.png'} (one picture per case beside it); report: "
               f"{folder / 'report.json'}")
     if args.debug:
-        for case, details in result["tracebacks"].items():
+        for case, details in result.tracebacks.items():
             log.error("traceback of %s:\n%s", case, details)
-    if result["accepted_now"]:
-        print(f"accepted the failed checks of {', '.join(result['accepted_now'])} (recorded in "
+    if result.accepted_now:
+        print(f"accepted the failed checks of {', '.join(result.accepted_now)} (recorded in "
               f"{folder / 'accepted.json'})")
-    for case, checks in result["implausible"].items():
+    for case, checks in result.implausible.items():
         for message in checks.values():
             log.error("%s: %s", case, message)
-    if result["implausible"]:
+    if result.implausible:
         log.error("error: %d case(s) failed a plausibility check (above). Fix the cause and rerun, or, after looking "
-                  "at their QC pictures, accept them: %s", len(result["implausible"]),
-                  " ".join(filter(None, ["autopipe preprocess", args.dataset, "--accept", *result["implausible"]])))
-    if result["failed"]:
+                  "at their QC pictures, accept them: %s", len(result.implausible),
+                  " ".join(filter(None, ["autopipe preprocess", args.dataset, "--accept", *result.implausible])))
+    if result.failed:
         log.error("error: %d case(s) failed (reasons above); fix them and rerun: finished cases are kept",
-                  len(result["failed"]))
-    return EXIT_FAILED if result["failed"] or result["implausible"] else EXIT_OK
+                  len(result.failed))
+    return EXIT_FAILED if result.failed or result.implausible else EXIT_OK
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -239,7 +239,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         labels = tuple(int(v) for v in args.lesion_labels.split(","))
         result = evaluate_folders(args.predictions, args.references, labels, progress=not args.quiet)
-        print(result["table"])
+        print(result.table)
         print(f"wrote {result['path']}")
         return EXIT_OK
     ws = workspace(args)

@@ -125,13 +125,13 @@ def prepare_cohort(cohort: Path, ws: Workspace, cases: int, workers: int, seed: 
 
     _step(4, "preprocess: skull strip, N4, register to MNI152, resample, normalize (finished cases are kept)")
     pre = preprocess_dataset(cohort, ws, workers=workers)
-    log.info("%s", pre["table"])
-    if pre["failed"] or pre["implausible"]:
-        reasons = {**pre["failed"], **{c: "; ".join(checks.values()) for c, checks in pre["implausible"].items()}}
+    log.info("%s", pre.table)
+    if pre.failed or pre.implausible:
+        reasons = {**pre.failed, **{c: "; ".join(checks.values()) for c, checks in pre.implausible.items()}}
         listing = "; ".join(f"{case}: {why}" for case, why in reasons.items())
         raise AutopipeError(f"{len(reasons)} demo case(s) failed to preprocess ({listing})",
-                            where=str(pre["folder"]), fix="this is a bug in autopipe; please report it")
-    return pre["folder"]
+                            where=str(pre.folder), fix="this is a bug in autopipe; please report it")
+    return pre.folder
 
 
 def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, workers: int) -> None:
@@ -140,9 +140,9 @@ def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, wor
     device = choose_device("cpu")
     result = predict_folder(cohort / "imagesTs", predictions, cohort, ws, device=device, mirror=False,
                             workers=workers)
-    masks = [p for p in result["written"] if p.suffix != ".csv"]
-    log.info("   %d case(s) segmented with %s -> %s", len(masks), result["configuration"], predictions)
-    for case, p in sorted(result["hand_function"].items()):
+    masks = [p for p in result.written if p.suffix != ".csv"]
+    log.info("   %d case(s) segmented with %s -> %s", len(masks), result.configuration, predictions)
+    for case, p in sorted(result.hand_function.items()):
         log.info("   %s: probability of impaired hand function %.2f (%s)", case, p,
                  predictions / "hand_function.csv")
     held_out = load_splits(ws.plans_dir(DEMO_DATASET) / "splits_final.json")[0]["val"][0]
@@ -150,8 +150,8 @@ def predict_new_cases(cohort: Path, ws: Workspace, plans, predictions: Path, wor
     new_kspace.mkdir(exist_ok=True)
     shutil.copy2(cohort / "kspace" / f"{held_out}.h5", new_kspace / f"{held_out}.h5")
     result = predict_kspace_folder(new_kspace, predictions, plans, ws, device=device)
-    log.info("   %s.h5 reconstructed and segmented with %s -> %s", held_out, result["approach"],
-             ", ".join(p.name for p in result["written"]))
+    log.info("   %s.h5 reconstructed and segmented with %s -> %s", held_out, result.approach,
+             ", ".join(p.name for p in result.written))
 
 
 def train_hand_function(cohort: Path, ws: Workspace, plans) -> None:

@@ -192,22 +192,22 @@ def predict_cases(root: Path, workspace: Workspace, options: PredictOptions, dev
                                 folds=options.folds, device=device, mirror=options.mirror,
                                 probabilities=options.probabilities, workers=options.workers,
                                 progress=options.progress, accept_implausible=options.accept_implausible)
-        masks = [p for p in result["written"] if "probability" not in p.name and p.suffix != ".csv"]
-        say(f"{len(masks)} case(s) predicted with {result['configuration']} (folds {', '.join(result['folds'])}) "
+        masks = [p for p in result.written if "probability" not in p.name and p.suffix != ".csv"]
+        say(f"{len(masks)} case(s) predicted with {result.configuration} (folds {', '.join(result.folds)}) "
             f"-> {options.output}")
-        if result["hand_function"]:
+        if result.hand_function:
             say(f"hand function, probability of impairment (mean of the folds' logistic regressions) -> "
                 f"{options.output / 'hand_function.csv'}")
-            for case, p in sorted(result["hand_function"].items()):
+            for case, p in sorted(result.hand_function.items()):
                 say(f"   {case}: {p:.2f} ({'impaired' if p >= 0.5 else 'good'})")
-        failed += result["failed"]
+        failed += result.failed
     if has_kspace:
         plans = load_plans(workspace.plans_dir(load_dataset(root).name) / "plans.json")
         result = predict_kspace_folder(options.input, options.output, plans, workspace, approach=options.approach,
                                        folds=options.folds, device=device, progress=options.progress)
-        say(f"{len(result['written']) // 2} k-space file(s) reconstructed and segmented with {result['approach']} "
-            f"(folds {', '.join(result['folds'])}) -> {options.output}")
-        failed += result["failed"]
+        say(f"{len(result.written) // 2} k-space file(s) reconstructed and segmented with {result.approach} "
+            f"(folds {', '.join(result.folds)}) -> {options.output}")
+        failed += result.failed
     return failed
 
 

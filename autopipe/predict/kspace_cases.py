@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,16 @@ def slab_volume(slices: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(slices, 0, axis)
 
 
+@dataclass(frozen=True)
+class KspacePredictions:
+    """What `predict_kspace_folder` wrote with which approach and folds, and the cases that failed."""
+
+    approach: str
+    folds: list[str]
+    written: list[Path]
+    failed: list[str]
+
+
 def choose_approach(plans: Plans, workspace: Workspace, requested: str | None, trained: list[str]) -> str:
     """The requested approach, else the best per-lesion Dice of the comparison, else mtlrs, else any trained."""
     if requested is not None:
@@ -81,8 +92,8 @@ def choose_approach(plans: Plans, workspace: Workspace, requested: str | None, t
 
 def predict_kspace_folder(input_dir: Path, output_dir: Path, plans: Plans, workspace: Workspace, *,
                           approach: str | None = None, folds: list[str] | None = None,
-                          device: torch.device | None = None, progress: bool = True) -> dict:
-    """Reconstruct and segment every *.h5 in input_dir; returns {"approach", "folds", "written", "failed"}."""
+                          device: torch.device | None = None, progress: bool = True) -> KspacePredictions:
+    """Reconstruct and segment every *.h5 in input_dir; failures are logged with their reasons and returned."""
     from autopipe.layout import slice_model_dir
 
     device = device or torch.device("cpu")
@@ -119,7 +130,7 @@ def predict_kspace_folder(input_dir: Path, output_dir: Path, plans: Plans, works
                           path, exc)
                 failed.append(case)
             bar.advance()
-    return {"approach": chosen, "folds": use_folds, "written": written, "failed": failed}
+    return KspacePredictions(chosen, use_folds, written, failed)
 
 
 def _predict_one(source: Path, prepared: Path, output_dir: Path, approach: str, models: list[dict],

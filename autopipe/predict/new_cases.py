@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,6 +39,17 @@ from autopipe.progress import parallel_map, track
 log = logging.getLogger(__name__)
 
 SCRATCH = ".autopipe_preprocessing"
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What `predict_folder` wrote, which cases failed and why, with what, and each subject's P(impaired)."""
+
+    written: list[Path]
+    failed: dict[str, str]
+    configuration: str
+    folds: list[str]
+    hand_function: dict[str, float]
 
 
 def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
@@ -100,8 +112,8 @@ def min_lesion_volume(configuration_dir: Path) -> float:
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
                    configuration: str | None = None, folds: list[str] | None = None, device: torch.device,
                    mirror: bool = True, probabilities: bool = False, workers: int = 1,
-                   progress: bool = True, accept_implausible: bool = False) -> dict:
-    """Predict every case in `input_dir` into `output_dir`; returns {"written": [...], "failed": {case: why}}."""
+                   progress: bool = True, accept_implausible: bool = False) -> Predictions:
+    """Predict every case in `input_dir` into `output_dir`; failures are logged with their reasons and returned."""
     input_dir, output_dir = input_dir.expanduser().resolve(), output_dir.expanduser().resolve()
     if output_dir == input_dir or output_dir.is_relative_to(input_dir):
         raise AutopipeError("the output folder lies inside the input folder", where=str(output_dir),
@@ -158,8 +170,7 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                                       predictors[0].configuration))
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
-    return {"written": written, "failed": failed, "configuration": name, "folds": [m.fold for m in models],
-            "hand_function": scores}
+    return Predictions(written, failed, name, [m.fold for m in models], scores)
 
 
 def _hand_setup(workspace: Workspace, dataset: str, name: str, models: list[TrainedModel], device: torch.device

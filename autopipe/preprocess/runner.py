@@ -48,8 +48,23 @@ class Outcome:
     details: str | None = None
 
 
+@dataclass(frozen=True)
+class PreprocessResult:
+    """What `preprocess_dataset` did: where, the report (report.json) and its table, and the cases to act on."""
+
+    folder: Path
+    report: dict
+    table: str
+    failed: dict[str, str]  # case -> why
+    tracebacks: dict[str, str]  # case -> traceback of an unexpected failure (for --debug)
+    processed: int
+    skipped: int
+    implausible: dict[str, dict[str, str]]  # case -> failed plausibility check -> message (not accepted)
+    accepted_now: list[str]
+
+
 def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, force: bool = False,
-                       progress: bool = True, qc: bool = True, accept: list[str] | None = None) -> dict:
+                       progress: bool = True, qc: bool = True, accept: list[str] | None = None) -> PreprocessResult:
     """Preprocess the cohort at `root` with its plans; returns the report and where everything went."""
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
@@ -82,12 +97,12 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
     write_json(folder / "report.json", report)
     if qc and records:
         _montage(folder, report)
-    return {"folder": folder, "report": report, "table": format_table(report), "failed": failures,
-            "tracebacks": {o.case_id: o.details for o in outcomes if o.details},
-            "processed": len(todo) - len(failures), "skipped": len(jobs) - len(todo),
-            "implausible": {row["case"]: row["failed_checks"] for row in report["cases"]
-                            if row["failed_checks"] and not row["accepted"]},
-            "accepted_now": accepted_now}
+    return PreprocessResult(
+        folder=folder, report=report, table=format_table(report), failed=failures,
+        tracebacks={o.case_id: o.details for o in outcomes if o.details}, processed=len(todo) - len(failures),
+        skipped=len(jobs) - len(todo), accepted_now=accepted_now,
+        implausible={row["case"]: row["failed_checks"] for row in report["cases"]
+                     if row["failed_checks"] and not row["accepted"]})
 
 
 def run_job(job: CaseJob) -> Outcome:

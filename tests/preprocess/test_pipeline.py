@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,23 +56,22 @@ def base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(base) -> dict:
+def run(base) -> SimpleNamespace:
     raw = base / "raw_data"
     before = tree_digest(raw)
     ws = Workspace(raw=raw, plans=base / "plans", preprocessed=base / "preprocessed", results=base / "results")
     result = preprocess_dataset(raw / DATASET, ws, workers=1, progress=False)
-    result["raw_unchanged"] = tree_digest(raw) == before
-    return result
+    return SimpleNamespace(**vars(result), raw_unchanged=tree_digest(raw) == before)
 
 
-def properties(run: dict, case: str) -> CaseProperties:
-    return read_properties(case_paths(run["folder"], case)[1])
+def properties(run: SimpleNamespace, case: str) -> CaseProperties:
+    return read_properties(case_paths(run.folder, case)[1])
 
 
 def test_every_case_is_written_and_raw_data_is_untouched(run):
-    assert run["failed"] == {}
-    assert run["raw_unchanged"]
-    folder = run["folder"]
+    assert run.failed == {}
+    assert run.raw_unchanged
+    folder = run.folder
     assert folder.name == "template_3mm"
     for case in CASES:
         arrays, props = case_paths(folder, case)
@@ -92,8 +92,8 @@ def test_skull_strip_matches_ground_truth_brain(run, base):
         props = properties(run, case)
         assert props.anatomy.evidence.needs_strip and props.anatomy.stripped_with == "deepbet"
         assert props.plausibility.findings == (), props.plausibility
-        brain = read_case(case_paths(run["folder"], case)[0], ("brain",))["brain"]
-        native = props.mask_to_native(brain, run["folder"])
+        brain = read_case(case_paths(run.folder, case)[0], ("brain",))["brain"]
+        native = props.mask_to_native(brain, run.folder)
         truth = read_volume(base / "raw_data" / DATASET / "groundtruth" / f"{case}_brain.nii.gz")
         assert np.allclose(native.affine, truth.affine)
         # through the crop, the template grid (3 mm) and back; deepbet alone reaches 0.97-0.98 at 2 mm
@@ -102,20 +102,20 @@ def test_skull_strip_matches_ground_truth_brain(run, base):
 
 def test_labels_stay_binary_and_survive_the_round_trip(run, base):
     for case in CASES:
-        arrays = read_case(case_paths(run["folder"], case)[0])
+        arrays = read_case(case_paths(run.folder, case)[0])
         assert set(np.unique(arrays["seg"])) <= {0, 1}
         assert set(np.unique(arrays["brain"])) <= {0, 1}
         assert arrays["image"].dtype == np.float32 and arrays["image"].shape[0] == 2
         props = properties(run, case)
         label = read_volume(base / "raw_data" / DATASET / "labelsTr" / f"{case}.nii.gz").data > 0
-        back = props.mask_to_native(arrays["seg"], run["folder"])
+        back = props.mask_to_native(arrays["seg"], run.folder)
         assert back.shape == label.shape
         if label.sum() > 20:  # lesions of a few voxels at 3 mm do not survive two resamplings intact
             assert dice(back.data, label) > 0.5, case
 
 
 def test_images_are_normalized_inside_the_brain(run):
-    arrays = read_case(case_paths(run["folder"], "PVL_001")[0])
+    arrays = read_case(case_paths(run.folder, "PVL_001")[0])
     for channel in arrays["image"]:
         inside = channel[arrays["brain"] > 0]
         assert abs(inside.mean()) < 0.1 and abs(inside.std() - 1) < 0.1
@@ -131,7 +131,7 @@ def test_geometry_is_recorded(run):
     assert np.allclose(grid.spacing, (3.0, 3.0, 3.0))
     assert props.native.axcodes == "LPS"
     assert 0.9 < props.registration_dice <= 1.0
-    folder = run["folder"] / props.transforms.folder
+    folder = run.folder / props.transforms.folder
     for name in props.transforms.to_template.forward:
         assert (folder / name).is_file()
     assert props.transforms.channels_to_channel0[1].forward
@@ -147,7 +147,7 @@ def test_registration_raises_white_matter_overlap_across_subjects(run, base):
     warped = []
     for case, volume in zip(CASES[:2], wm, strict=True):
         transforms = tuple(properties(run, case).transforms.to_template.forward)
-        warped.append(apply(volume, template_grid, transforms, 1, run["folder"] / "transforms") >= 0.5)
+        warped.append(apply(volume, template_grid, transforms, 1, run.folder / "transforms") >= 0.5)
     after = dice(*warped)
     assert after > before + 0.1, (before, after)
 
@@ -170,16 +170,16 @@ def test_second_run_skips_finished_cases(run, base):
     ws = Workspace(raw=base / "raw_data", plans=base / "plans", preprocessed=base / "preprocessed",
                    results=base / "results")
     again = preprocess_dataset(base / "raw_data" / DATASET, ws, workers=1, progress=False, qc=False)
-    assert again["skipped"] == 3 and again["processed"] == 0
-    assert [row["case"] for row in again["report"]["cases"]] == list(CASES)
+    assert again.skipped == 3 and again.processed == 0
+    assert [row["case"] for row in again.report["cases"]] == list(CASES)
 
 
 def test_corrupt_case_is_reported_while_the_others_finish(run, base, tmp_path, capsys, monkeypatch):
     raw = tmp_path / "raw_data"
     shutil.copytree(base / "raw_data" / DATASET, raw / DATASET)
     shutil.copytree(base / "plans", tmp_path / "plans")
-    shutil.copytree(run["folder"].parent, tmp_path / "preprocessed" / DATASET)
-    folder = tmp_path / "preprocessed" / DATASET / run["folder"].name
+    shutil.copytree(run.folder.parent, tmp_path / "preprocessed" / DATASET)
+    folder = tmp_path / "preprocessed" / DATASET / run.folder.name
     (folder / "PVL_003.json").unlink()  # to be redone: must finish despite PVL_001 failing first
     (folder / "PVL_001.json").unlink()
     options = ["--raw-dir", str(raw), "--plans-dir", str(tmp_path / "plans"), "--preprocessed-dir",
@@ -227,7 +227,7 @@ def test_killed_run_resumes_without_half_written_cases(base, tmp_path):
             assert read_case(arrays)["image"].shape[0] == 2
     ws = Workspace(raw=base / "raw_data", plans=base / "plans", preprocessed=tmp_path, results=tmp_path / "r")
     resumed = preprocess_dataset(base / "raw_data" / DATASET, ws, workers=1, progress=False, qc=False)
-    assert resumed["skipped"] == len(finished) and resumed["failed"] == {}
+    assert resumed.skipped == len(finished) and resumed.failed == {}
     assert all(case_paths(folder, c)[1].exists() for c in CASES)
     assert not list(folder.rglob(".tmp_*"))
     assert math.isclose(properties(resumed, "PVL_001").brain_volume_ml,
