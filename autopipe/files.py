@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autopipe.errors import AutopipeError
+
 
 @contextmanager
 def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
@@ -161,8 +163,6 @@ def to_plain(value: object) -> object:
 
 def read_json(path: Path | str) -> object:
     """A JSON file autopipe wrote; AutopipeError naming the file when it is missing or damaged."""
-    from autopipe.errors import AutopipeError
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

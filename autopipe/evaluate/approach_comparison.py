@@ -35,7 +35,7 @@ from autopipe.predict.slice_inference import (
     load_fold_models,
     process_case,
 )
-from autopipe.preprocess.folds import Fold
+from autopipe.preprocess.folds import Fold, load_fold
 from autopipe.preprocess.kspace_slices import cases_with_kspace
 from autopipe.progress import Progress
 
@@ -176,8 +176,6 @@ def compare_crossvalidation(root: Path, workspace: Workspace, folds: list[str] |
                             device: torch.device | None = None, progress: bool = False) -> dict | None:
     """The comparison over every fold whose models are trained (or those named); None if none is.
     Folds already compared are reused unless a model is newer than their fold_K.json."""
-    from autopipe.preprocess.folds import load_fold
-
     device = device or torch.device("cpu")
     results, dataset = [], None
     for name in folds or [str(k) for k in range(5)]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from autopipe.cohort.image_io import NIFTI_ENDINGS, Volume, file_ending, read_header, write_volume
 from autopipe.files import atomic_path
+from autopipe.models.lesion_features import on_full_grid
 from autopipe.predict.postprocess import remove_small_lesions
 from autopipe.preprocess.labels import threshold_interpolated
 from autopipe.preprocess.properties import CaseProperties
@@ -36,8 +37,6 @@ def write_like(path: Path, data: np.ndarray, reference: Path, dtype: type) -> Pa
 def export_template_mask(probability: np.ndarray, properties: CaseProperties, path: Path) -> Path:
     """A lesion probability on a template-space training grid -> a 0/1 mask on the whole template grid
     (`full_grid`, zeros outside the crop box), as NIfTI with the template grid's affine."""
-    from autopipe.models.lesion_features import on_full_grid
-
     if properties.space != "template":
         raise ValueError(f"case {properties.case} is in {properties.space} space, not template space")
     mask = on_full_grid((probability >= 0.5).astype(np.uint8), properties)

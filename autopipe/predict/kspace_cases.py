@@ -27,7 +27,7 @@ import torch
 from autopipe.cohort.kspace_file import read_kspace_header
 from autopipe.errors import AutopipeError
 from autopipe.files import atomic_path, number, read_json
-from autopipe.layout import SUMMARY_FILE, comparison_dir
+from autopipe.layout import SUMMARY_FILE, comparison_dir, slice_model_dir
 from autopipe.models.slice_models import APPROACH_MODELS
 from autopipe.paths import Workspace
 from autopipe.plan.configs import Plans
@@ -94,8 +94,6 @@ def predict_kspace_folder(input_dir: Path, output_dir: Path, plans: Plans, works
                           approach: str | None = None, folds: list[str] | None = None,
                           device: torch.device | None = None, progress: bool = True) -> KspacePredictions:
     """Reconstruct and segment every *.h5 in input_dir; failures are logged with their reasons and returned."""
-    from autopipe.layout import slice_model_dir
-
     device = device or torch.device("cpu")
     files = sorted(Path(input_dir).glob("*.h5"))
     if not files:
