@@ -80,8 +80,10 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hours", type=float, help="training time per configuration and fold "
                    "(default: 1 on a CPU; nnU-Net's full schedule on a GPU)")
     p.add_argument("--throughput-gflops", type=float,
-                   help="training speed of the device (default: measured in about a second); give it to make "
-                        "plans independent of the machine's momentary load")
+                   help="training speed of the device (default: measured once per machine, in a few seconds, and "
+                        "kept in the plans folder's .device_calibration.json); give it to pin the value")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure the device's speed again (after a hardware or torch change)")
 
 
 def preprocess_arguments(p: argparse.ArgumentParser) -> None:

@@ -139,7 +139,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     root = checked_dataset(args, ws)
     with output_lock(ws.plans / LOCKS / root.name, "plan"):
         result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
-                              workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops)
+                              workers=args.workers, progress=not args.quiet, throughput_gflops=args.throughput_gflops,
+                              recalibrate=args.recalibrate)
     print(result["summary"])
     return EXIT_OK
 

@@ -4,21 +4,31 @@ Memory target: nnU-Net plans every GPU for 8 GB whatever it has; autopipe does t
 assumes more than the device holds. On a CPU it assumes half the RAM (the rest is for data loading),
 also at most 8 GB: there, time and not memory binds (autopipe.plan.time_budget).
 
-Throughput: a ~1 s micro-benchmark of one U-Net block (3x3x3 conv 32->32, InstanceNorm, LeakyReLU,
-forward + backward) with torch on the device, times TRAINING_EFFICIENCY, the share of that rate a
-whole training step reaches. On 2 CPU cores the block runs at 110-150 GFLOP/s and whole nnU-Net
-steps measured 103-163 GFLOP/s (14 s for the 1.66 TFLOP step of an 80x96x80 batch-2 plan), so 0.7 errs on
-the slow side. A device that is not present (planning here for a GPU elsewhere) gets a nominal rate.
-Every value can be given instead of detected, which is what deterministic tests do.
+Throughput: a micro-benchmark of one U-Net block (3x3x3 conv 32->32, InstanceNorm, LeakyReLU, forward +
+backward) with torch on the device, times TRAINING_EFFICIENCY, the share of that rate a whole training
+step reaches. On 2 CPU cores the block runs at 110-150 GFLOP/s and whole nnU-Net steps measured 103-163
+GFLOP/s (14 s for the 1.66 TFLOP step of an 80x96x80 batch-2 plan), so 0.7 errs on the slow side. A device
+that is not present (planning here for a GPU elsewhere) gets a nominal rate. Every value can be given
+instead of detected, which is what deterministic tests do.
+
+The benchmark runs once per machine (device, threads, processor, torch version) and workspace: the best of
+CALIBRATION_ROUNDS rounds spread over several seconds, stored with its date in plans/.device_calibration.json
+and read by every later plan. So the same cohort gets the same plan whatever else the machine is doing at
+the moment (`autopipe plan --recalibrate` measures again; --throughput-gflops pins a value).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
+import platform
 import time
+from pathlib import Path
 
 from autopipe.errors import AutopipeError
+from autopipe.files import write_json
 from autopipe.plan.configs import DEVICES, HardwarePlan, planned
 from autopipe.runtime import default_workers
 
@@ -26,6 +36,9 @@ NNUNET_MEMORY_GB = 8.0
 CPU_MEMORY_FRACTION = 0.5
 TRAINING_EFFICIENCY = 0.7
 BENCHMARK_SECONDS = 1.0
+CALIBRATION_ROUNDS = 5
+CALIBRATION_PAUSE_SECONDS = 0.5  # between rounds, so a short burst of other work spoils one round, not all
+CALIBRATION_FILE = ".device_calibration.json"
 BENCHMARK_CHANNELS = 32
 BENCHMARK_SHAPE = {"cpu": (32, 40, 32), "cuda": (64, 64, 64), "mps": (48, 48, 48)}
 # GFLOP/s of whole training steps: cuda from nnU-Net's ~45 s per 250-iteration 3d_fullres epoch on an A100
@@ -93,9 +106,67 @@ def benchmark_gflops(device: str, threads: int, seconds: float = BENCHMARK_SECON
         torch.set_num_threads(previous)
 
 
+def machine_key(device: str, threads: int) -> str:
+    """What a calibration holds for: the device and its model, the thread count and the torch version."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        model = torch.cuda.get_device_name(0)
+    else:
+        model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                      if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"{device}, {model}, {threads} thread(s), torch {torch.__version__}"
+
+
+def calibrated_gflops(device: str, threads: int, store: Path | None, recalibrate: bool = False) -> tuple[float, str]:
+    """(block GFLOP/s, how it was obtained): from `store` when this machine was calibrated there, else the best of
+    CALIBRATION_ROUNDS benchmark rounds, then stored (without a store: measured every time)."""
+    key = machine_key(device, threads)
+    stored = _read_calibrations(store)
+    if key in stored and not recalibrate:
+        entry = stored[key]
+        return float(entry["gflops"]), _calibrated(entry["date"], len(entry["rounds"]))
+    rounds = []
+    for i in range(CALIBRATION_ROUNDS):
+        if i:
+            time.sleep(CALIBRATION_PAUSE_SECONDS)
+        rounds.append(round(benchmark_gflops(device, threads), 1))
+    best = max(rounds)
+    if store is None:
+        return best, f"measured now (best of {len(rounds)} rounds)"
+    date = datetime.date.today().isoformat()
+    write_json(store, {**stored, key: {"gflops": best, "rounds": rounds, "date": date}})
+    return best, _calibrated(date, len(rounds))
+
+
+def _calibrated(date: str, rounds: int) -> str:
+    return (f"best of {rounds} rounds, calibrated on {date} and kept in the plans folder's {CALIBRATION_FILE} "
+            "(`autopipe plan --recalibrate` measures again)")
+
+
+def _read_calibrations(store: Path | None) -> dict:
+    if store is None or not store.is_file():
+        return {}
+    try:
+        value = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a damaged calibration is measured again
+    return value if isinstance(value, dict) and all(isinstance(v, dict) and "gflops" in v for v in value.values()) \
+        else {}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def resolve_hardware(device: str | None = None, memory_gb: float | None = None,
-                     throughput_gflops: float | None = None, threads: int | None = None) -> HardwarePlan:
-    """The HardwarePlan for a device: given values win, the rest is detected or measured."""
+                     throughput_gflops: float | None = None, threads: int | None = None,
+                     calibration: Path | None = None, recalibrate: bool = False) -> HardwarePlan:
+    """The HardwarePlan for a device: given values win, the rest is detected, or measured once per machine and
+    read from `calibration` after that."""
     if device is not None and device not in DEVICES:
         raise AutopipeError(f"unknown device '{device}'", fix=f"use one of {', '.join(DEVICES)}")
     detected = detect_device()
@@ -106,10 +177,10 @@ def resolve_hardware(device: str | None = None, memory_gb: float | None = None,
     if throughput_gflops is not None:
         rate, rate_reason = throughput_gflops, "given"
     elif device == detected:
-        measured = benchmark_gflops(device, threads)
+        measured, how = calibrated_gflops(device, threads, calibration, recalibrate)
         rate = measured * TRAINING_EFFICIENCY
-        rate_reason = (f"conv-block benchmark {measured:.0f} GFLOP/s on {threads} thread(s) x {TRAINING_EFFICIENCY} "
-                       "(share a whole training step reaches)")
+        rate_reason = (f"conv-block benchmark {measured:.0f} GFLOP/s on {threads} thread(s), {how}, x "
+                       f"{TRAINING_EFFICIENCY} (share a whole training step reaches)")
     else:
         rate, rate_reason = NOMINAL_GFLOPS[device], f"nominal for {device}: not present here to measure"
     return planned(

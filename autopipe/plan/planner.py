@@ -19,7 +19,7 @@ from autopipe.files import to_plain, write_text_atomic
 from autopipe.paths import Workspace
 from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans, PreprocessingPlan
 from autopipe.plan.fingerprint import fingerprint_dataset
-from autopipe.plan.hardware import resolve_hardware
+from autopipe.plan.hardware import CALIBRATION_FILE, resolve_hardware
 from autopipe.plan.models import plan_hand_function, plan_joint, plan_multitask, plan_reconstruction
 from autopipe.plan.plan_set import recover, write_set
 from autopipe.plan.plans_file import dumps_plans, format_json
@@ -37,8 +37,9 @@ NUM_CLASSES = 2  # background and lesion, after the lesion labels are binarized
 
 def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None, memory_gb: float | None = None,
                  hours: float | None = None, workers: int = 1, progress: bool = True,
-                 throughput_gflops: float | None = None) -> dict:
-    """Plan the cohort at `root`; returns the paths written and a summary for the CLI to print."""
+                 throughput_gflops: float | None = None, recalibrate: bool = False) -> dict:
+    """Plan the cohort at `root`; returns the paths written and a summary for the CLI to print. The device's speed
+    is measured once per machine and workspace (autopipe.plan.hardware), so a busy moment never changes a plan."""
     spec = load_dataset(root)
     out_dir = workspace.plans_dir(spec.name)
     if out_dir.resolve().is_relative_to(spec.root.resolve()):
@@ -49,7 +50,8 @@ def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None,
     recover(out_dir)
     case_ids = training_case_ids(spec)
     fingerprint = fingerprint_dataset(spec, case_ids, workers=workers, progress=progress)
-    hardware = resolve_hardware(device, memory_gb, throughput_gflops)
+    hardware = resolve_hardware(device, memory_gb, throughput_gflops, calibration=workspace.plans / CALIBRATION_FILE,
+                                recalibrate=recalibrate)
     plans = build_plans(fingerprint, hardware, default_budget(hardware.device, hours))
     clinical = fingerprint["clinical"]
     splits, how = make_splits(case_ids, clinical["labels"] if clinical else None, patient_ids(spec))

@@ -87,6 +87,9 @@ class Task(Protocol):
     def network_kwargs(self) -> dict:
         """The network's constructor arguments (checkpoints keep them: the model is rebuilt from them alone)."""
 
+    def describe_end(self, job: Job, history: list[dict]) -> str:
+        """The line that closes the run's log: the measured time per step against the plan's estimate."""
+
     def header(self, job: Job) -> dict:
         """What a checkpoint says about the model: kind, architecture, network_kwargs, settings, ..."""
 
@@ -234,6 +237,8 @@ def fit(job: Job, device: torch.device, ranks: Ranks | None = None, resume: bool
             log.info("%s fold %s: all %d epochs were already done", job.name, job.fold, task.epochs)
         save_final(job.out_dir, _state(job, network, optimizer, scaler, history, best, task.epochs))
         write_progress(history, job.out_dir, f"{job.name}, fold {job.fold}")
+        if history:
+            log.info("%s", task.describe_end(job, history))
     barrier()
     return {"epochs": task.epochs, task.best_key: best, "seconds": round(time.monotonic() - started, 1),
             "history": history}

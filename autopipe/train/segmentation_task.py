@@ -132,6 +132,13 @@ class SegmentationTask:
                 f"(average {r['ema_pseudo_dice']:.3f}{', new best' if improved else ''}), lr {r['lr']:.5f}, "
                 f"{r['seconds']:.1f} s ({100 * r['data_wait']:.0f}% waiting for data){hand}")
 
+    def describe_end(self, job: Job, history: list[dict]) -> str:
+        s = self.settings
+        measured = float(np.median([r["seconds"] for r in history])) / s.iterations_per_epoch
+        return (f"{job.name} fold {job.fold}: {measured:.3f} s per iteration measured (median epoch over its "
+                f"{s.iterations_per_epoch} iterations, data loading and {s.validation_iterations} validation "
+                f"batches included), {self.config.seconds_per_iteration:.3f} s planned")
+
     def header(self, job: Job) -> dict:
         return {"kind": "joint" if self.joint else "segmentation",
                 "architecture": "JointUNet" if self.joint else self.config.network, "configuration": job.name,

@@ -60,6 +60,7 @@ class SliceTask:
     model_kwargs: dict
     kspace_dir: Path
     settings: SliceSettings
+    planned_seconds_per_step: float | None = None  # the plan's estimate, to compare with what training measures
     best_key: ClassVar[str] = "best_val_loss"
     higher_is_better: ClassVar[bool] = False
 
@@ -96,6 +97,13 @@ class SliceTask:
         return (f"{job.name} fold {job.fold} epoch {r['epoch'] + 1}/{self.settings.epochs}: train loss "
                 f"{r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}{dice}{' (best)' if improved else ''}, "
                 f"lr {r['lr']:.2g}, {r['seconds']:.1f} s")
+
+    def describe_end(self, job: Job, history: list[dict]) -> str:
+        steps = len(slice_refs(self.kspace_dir, list(job.train_cases), SLICE_MODELS[self.model].segments))
+        measured = float(np.median([r["seconds"] for r in history])) / max(1, steps)
+        planned = "" if self.planned_seconds_per_step is None else f", {self.planned_seconds_per_step:.3f} s planned"
+        return (f"{job.name} fold {job.fold}: {measured:.3f} s per slice measured (median epoch over its {steps} "
+                f"training slices, validation included){planned}")
 
     def network_kwargs(self) -> dict:
         return self.model_kwargs

@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -83,3 +85,20 @@ def test_replanning_keeps_folds_and_a_copy_of_edited_plans(tmp_path):
     second = plan_dataset(root, ws, progress=False, throughput_gflops=50.0)
     assert json.loads(second["splits"].read_text()) == folds
     assert (second["plans"].parent / "plans.previous.json").read_text() == edited
+
+
+def test_the_same_cohort_gets_the_same_plan_beside_a_busy_process(tmp_path):
+    """The device is measured once (best of several rounds) and the plans read that calibration, so whatever else
+    the machine is doing, plans.json stays the same."""
+    root = make_tiny_cohort(tmp_path / "raw" / "Dataset005_Load", n_cases=5)
+    ws = Workspace.from_environment(tmp_path)
+    idle = plan_dataset(root, ws, progress=False)["plans"].read_bytes()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = plan_dataset(root, ws, progress=False)["plans"].read_bytes()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert loaded == idle
+    assert "calibrated on" in load_plans(ws.plans_dir("Dataset005_Load") / "plans.json").hardware.reasons[
+        "throughput_gflops"]

@@ -200,3 +200,12 @@ def test_train_jobs_trains_in_order_skips_finished_models_and_follows_a_new_ciri
     assert [s["state"] for s in retrained] == ["done", "trained"]
     assert final.stat().st_mtime > upstream.stat().st_mtime
     assert training_state(segmentation, resume=False, force=False) == "done"
+
+
+def test_the_end_of_training_says_the_measured_and_the_planned_time_per_slice(kspace, tmp_path, caplog):
+    job = make_job(kspace, tmp_path / "run", epochs=1)
+    job = replace(job, task=replace(job.task, planned_seconds_per_step=0.25))
+    with caplog.at_level("INFO", logger="autopipe"):
+        fit(job, CPU, progress=False)
+    line = next(r.getMessage() for r in caplog.records if "per slice measured" in r.getMessage())
+    assert "0.250 s planned" in line and "4 training slices" in line

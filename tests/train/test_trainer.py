@@ -160,3 +160,11 @@ def test_two_cpu_processes_train_one_model_with_ddp(preprocessed, tmp_path):
     final = load_checkpoint(checkpoint_path(tmp_path / "run", "final"))
     assert final["epoch"] == 2 and len(final["history"]) == 2
     assert not checkpoint_path(tmp_path / "run", "latest").exists()
+
+
+def test_the_end_of_training_says_the_measured_and_the_planned_time_per_iteration(preprocessed, tmp_path, caplog):
+    job = make_job(preprocessed, tmp_path / "run", epochs=1)
+    with caplog.at_level("INFO", logger="autopipe"):
+        train(job, torch.device("cpu"), progress=False)
+    line = next(r.getMessage() for r in caplog.records if "per iteration measured" in r.getMessage())
+    assert f"{job.task.config.seconds_per_iteration:.3f} s planned" in line and "data loading" in line
