@@ -6,12 +6,14 @@
 
     results/DATASET/CONFIGURATION/fold_K/         fold_dir: a segmentation U-Net (fold_all: trained on every case)
         validation/CASE.nii.gz                    validation_dir: held-out cases on their scans, summary.json
+        validation/probabilities/CASE.npz         validation_probability: their lesion probability (float16)
         validation/template_space/CASE.nii.gz     template_space_prediction: the same on the template grid
         hand_function.json                        joint_result: a joint U-Net's held-out hand function
     results/DATASET/CONFIGURATION/crossval/       crossval_dir: summary.json, postprocessing.json
     results/DATASET/reconstruction/MODEL/fold_K/  slice_model_dir: a k-space model (cs/fold_K/cs.json: CS weight)
     results/DATASET/reconstruction/comparison/    comparison_dir: fold_K.json, summary.json
     results/DATASET/hand_function/fold_K/         hand_dir: predictor.json, held_out.json (summary.json above)
+    results/DATASET/best_configuration.json       best_configuration: the configuration predict uses, and why
 
 Inside a model's folder, checkpoints are named by autopipe.models.checkpoint.checkpoint_path.
 """
@@ -74,6 +76,11 @@ def validation_dir(fold_folder: Path) -> Path:
     return fold_folder / "validation"
 
 
+def validation_probability(fold_folder: Path, case_id: str) -> Path:
+    """A held-out case's lesion probability on its scan (float16 .npz): what ensembles of configurations average."""
+    return validation_dir(fold_folder) / "probabilities" / f"{case_id}.npz"
+
+
 def template_space_prediction(fold_folder: Path, case_id: str) -> Path:
     """Where a held-out case's lesion mask on the template grid (full, uncropped) is kept."""
     return validation_dir(fold_folder) / "template_space" / f"{case_id}.nii.gz"
@@ -107,3 +114,17 @@ def comparison_dir(workspace: Workspace, dataset: str) -> Path:
 def hand_dir(workspace: Workspace, dataset: str, fold: str | None = None) -> Path:
     folder = workspace.results / dataset / HAND_FOLDER
     return folder if fold is None else folder / f"fold_{fold}"
+
+
+ENSEMBLE_MEMBERS = ("2d", "3d_fullres")
+ENSEMBLE = "ensemble_" + "+".join(ENSEMBLE_MEMBERS)  # the mean of its members' probabilities
+
+
+def members(candidate: str) -> tuple[str, ...]:
+    """The configurations a prediction candidate averages: itself, or the ensemble's members."""
+    return ENSEMBLE_MEMBERS if candidate == ENSEMBLE else (candidate,)
+
+
+def best_configuration(workspace: Workspace, dataset: str) -> Path:
+    """The cross-validation decision: which configuration (or ensemble) predict uses, with its evidence."""
+    return workspace.results / dataset / "best_configuration.json"

@@ -5,7 +5,8 @@ their arguments, checked the cohort and taken the output lock, and what the demo
                      and score them (autopipe.evaluate); fit the hand-function predictors whose folds are ready;
                      train the k-space models and compare the reconstruction + segmentation approaches
     predict_cases    new scans (and k-space files) through the trained folds
-    evaluate_cohort  cross-validation summaries, the approach comparison and the hand-function report
+    evaluate_cohort  cross-validation summaries, the configuration predict uses (autopipe.evaluate.best_configuration),
+                     the approach comparison and the hand-function report
 
 This is the one module that reaches into several stages; the stages themselves only look backwards. Tables go
 to `say` (print by default), progress and messages to the log.
@@ -25,9 +26,10 @@ from autopipe.cohort.dataset import load_dataset
 from autopipe.distributed import Ranks
 from autopipe.errors import AutopipeError
 from autopipe.evaluate.approach_comparison import compare_crossvalidation, compare_fold, format_comparison, summarize
+from autopipe.evaluate.best_configuration import choose_best_configuration, format_decision
 from autopipe.evaluate.crossval import evaluate_crossvalidation, evaluate_fold
 from autopipe.evaluate.hand_function import evaluate_hand_function
-from autopipe.layout import CS, hand_dir
+from autopipe.layout import CS, ENSEMBLE, best_configuration, hand_dir
 from autopipe.models.slice_models import planned_models
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
@@ -222,6 +224,11 @@ def evaluate_cohort(root: Path, workspace: Workspace, configurations: list[str] 
         segmentation_error = None
     except AutopipeError as exc:  # a cohort may have trained only the reconstruction models so far
         segmentation_error = exc
+    decision = choose_best_configuration(root, workspace) if configurations is None else None
+    if decision is not None:
+        say(f"\nwhich configuration predict uses ({best_configuration(workspace, load_dataset(root).name)})\n"
+            f"{format_decision(decision)}")
+        say(hand_function_note(workspace, root, decision))
     comparison = compare_crossvalidation(root, workspace, folds=folds, progress=progress) \
         if configurations is None else None
     if comparison is not None:
@@ -231,3 +238,19 @@ def evaluate_cohort(root: Path, workspace: Workspace, configurations: list[str] 
         say(f"\n{hand['text']}")
     if comparison is None and hand is None and segmentation_error is not None:
         raise segmentation_error
+
+
+def hand_function_note(workspace: Workspace, root: Path, decision: dict) -> str:
+    """Whether the hand-function predictors use the chosen configuration's out-of-fold masks, and if not, why."""
+    plans = load_plans(workspace.plans_dir(load_dataset(root).name) / "plans.json")
+    if plans.hand_function is None:
+        return ""
+    used, chosen = plans.hand_function.configuration, decision["chosen"]
+    if used == chosen:
+        return f"hand function: its predictors use the out-of-fold masks of {used}, the chosen configuration"
+    if chosen == ENSEMBLE:
+        return (f"hand function: its predictors use the out-of-fold masks of {used}; the ensemble has no "
+                "template-space masks of its own, so it cannot give them features")
+    return (f"hand function: its predictors use the out-of-fold masks of {used}, planned before cross-validation chose "
+            f"{chosen}; to follow the choice, set hand_function.configuration to {chosen} in plans.json and run "
+            "`autopipe train FOLD -c hand_function --force` for every fold")

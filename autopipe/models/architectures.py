@@ -76,6 +76,12 @@ def load_network(path: Path, device: torch.device | str = "cpu", **overrides: ob
     """(the trained network in eval mode on `device`, its checkpoint) from `path` alone; `overrides` replace
     constructor arguments that do not change the weights (deep_supervision=False for inference)."""
     state = load_checkpoint(path, map_location=device)
-    network = build(architecture_of(state, path), {**state["network_kwargs"], **overrides})
-    network.load_state_dict(state["network"])
+    architecture = architecture_of(state, path)
+    try:
+        network = build(architecture, {**state["network_kwargs"], **overrides})
+        network.load_state_dict(state["network"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # kwargs or weights that do not fit
+        raise AutopipeError(f"the checkpoint's network does not build as a {architecture} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]})", where=str(path),
+                            fix="train the fold again (`autopipe train FOLD --force`)") from None
     return network.to(device).eval(), state

@@ -44,14 +44,18 @@ def export_template_mask(probability: np.ndarray, properties: CaseProperties, pa
 
 
 def export_prediction(probability: np.ndarray, properties: CaseProperties, preprocessed: Path, reference: Path,
-                      path: Path, min_lesion_mm3: float = 0.0, probability_path: Path | None = None) -> list[Path]:
+                      path: Path, min_lesion_mm3: float = 0.0, probability_path: Path | None = None,
+                      probability_npz: Path | None = None) -> list[Path]:
     """A lesion probability on a case's training grid -> a 0/1 mask on its scan, written like `reference`.
 
     The probability goes back through the preprocessing transforms with linear interpolation and is
     thresholded at 0.5 there (in native space, as nnU-Net resamples probabilities, not masks); lesions
-    under `min_lesion_mm3` are then removed. `probability_path` also writes the native probability.
+    under `min_lesion_mm3` are then removed. `probability_path` also writes the native probability like
+    `reference`; `probability_npz` keeps it compactly (float16, for ensembles of cross-validation predictions).
     """
     native = properties.to_native(probability, preprocessed, order=1)
+    if probability_npz is not None:
+        write_probability(probability_npz, native.data)
     mask = threshold_interpolated(native.data).astype(bool)
     if min_lesion_mm3 > 0:
         mask = remove_small_lesions(mask, native.spacing, min_lesion_mm3)
@@ -59,3 +63,16 @@ def export_prediction(probability: np.ndarray, properties: CaseProperties, prepr
     if probability_path is not None:
         written.append(write_like(probability_path, np.clip(native.data, 0, 1), reference, np.float32))
     return written
+
+
+def write_probability(path: Path, probability: np.ndarray) -> Path:
+    """A lesion probability on a scan's grid, as float16 in a compressed .npz (key "probability"), atomically."""
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probability=np.clip(probability, 0, 1).astype(np.float16))
+    return path
+
+
+def read_probability(path: Path) -> np.ndarray:
+    """What write_probability wrote, as float32."""
+    with np.load(path) as data:
+        return data["probability"].astype(np.float32)

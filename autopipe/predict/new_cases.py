@@ -16,13 +16,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending
 from autopipe.errors import AutopipeError
 from autopipe.files import number, read_json
-from autopipe.layout import POSTPROCESSING_FILE, SUMMARY_FILE, case_paths, crossval_dir
+from autopipe.layout import (
+    ENSEMBLE,
+    POSTPROCESSING_FILE,
+    SUMMARY_FILE,
+    best_configuration,
+    case_paths,
+    crossval_dir,
+    members,
+)
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
 from autopipe.predict.export import export_prediction
@@ -76,15 +85,20 @@ def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
 
 def choose_configuration(workspace: Workspace, dataset: str, requested: str | None,
                          planned: list[str] | None = None) -> str:
-    """The requested configuration (any trained one, a joint U-Net too), else the best of the `planned` ones by
-    cross-validation Dice, else 3d_fullres, else any trained."""
+    """The requested configuration (any trained one, a joint U-Net too, or the ensemble), else the one
+    `autopipe evaluate` chose on the cross-validation (best_configuration.json), else the best of the `planned`
+    ones by cross-validation Dice, else 3d_fullres, else any trained."""
     root = workspace.results / dataset
     trained = sorted(d.name for d in root.glob("*") if d.is_dir() and trained_folds(d))
     if requested:
-        if requested not in trained:
+        if not set(members(requested)) <= set(trained):
             raise AutopipeError(f"configuration {requested} has no trained fold",
                                 fix=f"train it, or choose one of: {', '.join(trained) or 'none trained yet'}")
         return requested
+    decision = _decision(workspace, dataset)
+    if decision is not None and set(members(decision["chosen"])) <= set(trained):
+        log.info("configuration %s, as cross-validation chose: %s", decision["chosen"], decision["reason"])
+        return decision["chosen"]
     trained = [name for name in trained if planned is None or name in planned]
     if not trained:
         raise AutopipeError(f"no trained model for {dataset} in {root}", fix="run `autopipe train FOLD` first")
@@ -101,12 +115,35 @@ def choose_configuration(workspace: Workspace, dataset: str, requested: str | No
     return "3d_fullres" if "3d_fullres" in trained else trained[0]
 
 
-def min_lesion_volume(configuration_dir: Path) -> float:
-    """Postprocessing chosen by cross-validation (0: none, also when no decision was made)."""
-    path = crossval_dir(configuration_dir) / POSTPROCESSING_FILE
-    if not path.is_file():
+def min_lesion_volume(workspace: Workspace, dataset: str, name: str) -> float:
+    """Postprocessing chosen by cross-validation for configuration (or ensemble) `name`: 0 (none) when no decision
+    was made."""
+    decision = _decision(workspace, dataset)
+    if decision is not None and decision["chosen"] == name:
+        return number(decision["postprocessing"]["min_lesion_volume_mm3"])
+    path = crossval_dir(workspace.results / dataset / name) / POSTPROCESSING_FILE
+    if name == ENSEMBLE or not path.is_file():
         return 0.0
     return number(read_json(path)["min_lesion_volume_mm3"])
+
+
+def _decision(workspace: Workspace, dataset: str) -> dict | None:
+    path = best_configuration(workspace, dataset)
+    return read_json(path) if path.is_file() else None
+
+
+def load_members(workspace: Workspace, dataset: str, name: str, folds: list[str] | None,
+                 device: torch.device) -> dict[str, list[TrainedModel]]:
+    """Configuration -> its trained folds (those named in `folds`, else all), for `name` or the ensemble's members."""
+    loaded = {}
+    for member in members(name):
+        config_dir = workspace.results / dataset / member
+        paths = [p for p in trained_folds(config_dir) if folds is None or p.parent.name.removeprefix("fold_") in folds]
+        if not paths:
+            raise AutopipeError(f"none of the folds {', '.join(folds or [])} of {member} is trained",
+                                where=str(config_dir), fix="train them, or leave --folds out to use every trained fold")
+        loaded[member] = load_ensemble(paths, device)
+    return loaded
 
 
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
@@ -122,13 +159,9 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
     name = choose_configuration(workspace, spec.name, configuration, list(plans.configurations))
     cases = input_cases(input_dir, plans.preprocessing.num_channels)
-    config_dir = workspace.results / spec.name / name
-    paths = [p for p in trained_folds(config_dir) if folds is None or p.parent.name.removeprefix("fold_") in folds]
-    if not paths:
-        raise AutopipeError(f"none of the folds {', '.join(folds or [])} of {name} is trained",
-                            where=str(config_dir), fix="train them, or leave --folds out to use every trained fold")
-    models = load_ensemble(paths, device)
-    min_mm3 = min_lesion_volume(config_dir)
+    loaded = load_members(workspace, spec.name, name, folds, device)
+    models = [model for member in loaded.values() for model in member]
+    min_mm3 = min_lesion_volume(workspace, spec.name, name)
     log.info("predicting %d case(s) with %s, %d fold(s)%s%s", len(cases), name, len(models),
              ", mirrored" if mirror else "", f", removing lesions < {min_mm3:g} mm3" if min_mm3 else "")
     scratch = output_dir / SCRATCH
@@ -147,22 +180,25 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
         elif checks:
             log.warning("%s: predicted although preprocessing failed a check: %s", outcome.case_id,
                         "; ".join(checks.values()))
-    hand = _hand_setup(workspace, spec.name, name, models, device)
+    hand = _hand_setup(workspace, spec.name, loaded, device)
     scores: dict[str, float] = {}
     for outcome in track([o for o in outcomes if o.case_id not in failed], len(outcomes) - len(failed), "predict",
                          progress):
         job = jobs[outcome.case_id]
         image = read_case(case_paths(scratch, job.case_id)[0], ("image",))["image"]
-        probability = predict_probability(models, image, device, mirror=mirror)
+        probabilities_of = {m: predict_probability(ms, image, device, mirror=mirror) for m, ms in loaded.items()}
+        maps = list(probabilities_of.values())
+        probability = maps[0] if len(maps) == 1 else np.mean(maps, axis=0, dtype=np.float32)  # an ensemble: mean
         ending = file_ending(job.images[0])
         written.extend(export_prediction(
             probability, outcome.properties, scratch, job.images[0], output_dir / f"{job.case_id}{ending}", min_mm3,
             output_dir / f"{job.case_id}_probability{ending}" if probabilities else None))
         if hand is not None and outcome.properties.space == "template":
-            hand_models, predictors = hand
-            if hand_models is not models:
-                probability = predict_probability(hand_models, image, device, mirror=mirror)
-            scores[job.case_id] = hand_probability(probability, outcome.properties, predictors)
+            hand_configuration, hand_models, predictors = hand
+            hand_map = probabilities_of.get(hand_configuration)
+            if hand_map is None:
+                hand_map = predict_probability(hand_models, image, device, mirror=mirror)
+            scores[job.case_id] = hand_probability(hand_map, outcome.properties, predictors)
     shutil.rmtree(scratch, ignore_errors=True)
     if scores:
         predictors = hand[1]
@@ -170,22 +206,22 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                                       predictors[0].configuration))
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
-    return Predictions(written, failed, name, [m.fold for m in models], scores)
+    return Predictions(written, failed, name, [m.fold for m in next(iter(loaded.values()))], scores)
 
 
-def _hand_setup(workspace: Workspace, dataset: str, name: str, models: list[TrainedModel], device: torch.device
-                ) -> tuple[list[TrainedModel], list] | None:
-    """The hand-function predictors, and the segmentation ensemble their features need (the folds of the
-    configuration they were trained on, which may differ from the one chosen for the masks); None if untrained."""
+def _hand_setup(workspace: Workspace, dataset: str, loaded: dict[str, list[TrainedModel]], device: torch.device
+                ) -> tuple[str, list[TrainedModel], list] | None:
+    """(configuration, its segmentation folds, the hand-function predictors): the predictors' features need the
+    configuration they were trained on, which may differ from the one chosen for the masks; None if untrained."""
     predictors = load_hand_predictors(workspace, dataset)
     if not predictors:
         return None
     configuration = predictors[0].configuration
-    if configuration == name:
-        return models, predictors
+    if configuration in loaded:
+        return configuration, loaded[configuration], predictors
     hand_paths = trained_folds(workspace.results / dataset / configuration)
     if not hand_paths:
         log.warning("hand function not predicted: its configuration %s has no trained fold", configuration)
         return None
     log.info("hand function from %s segmentations, as its predictors were trained", configuration)
-    return load_ensemble(hand_paths, device), predictors
+    return configuration, load_ensemble(hand_paths, device), predictors

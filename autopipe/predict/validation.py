@@ -18,7 +18,7 @@ import torch
 
 from autopipe.cohort.dataset import DatasetSpec
 from autopipe.distributed import Ranks, barrier, share_work
-from autopipe.layout import case_paths, template_space_prediction, validation_dir
+from autopipe.layout import case_paths, template_space_prediction, validation_dir, validation_probability
 from autopipe.models.checkpoint import checkpoint_path
 from autopipe.predict.export import export_prediction, export_template_mask
 from autopipe.predict.inference import predict_probability
@@ -44,6 +44,7 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
     final = checkpoint_path(fold_dir, "final")
     models = load_ensemble([final], device)
     done = [c for c in cases if _newer(out / prediction_name(spec, c), final)  # by this network
+            and _newer(validation_probability(fold_dir, c), final)
             and _newer_or_native(template_space_prediction(fold_dir, c), final, preprocessed, c)]
     todo = [c for c in cases if c not in done]
     costs = [_voxels(preprocessed, c) for c in todo]
@@ -56,7 +57,8 @@ def predict_validation(spec: DatasetSpec, fold_dir: Path, preprocessed: Path, ca
         if properties.space == "template":
             export_template_mask(probability, properties, template_space_prediction(fold_dir, case_id))
         export_prediction(probability, properties, preprocessed, spec.image_path(case_id, 0),
-                          out / prediction_name(spec, case_id))  # last: its time stamp marks the case done
+                          out / prediction_name(spec, case_id),  # last: its time stamp marks the case done
+                          probability_npz=validation_probability(fold_dir, case_id))
     barrier()
     return out
 
