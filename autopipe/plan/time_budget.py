@@ -142,7 +142,10 @@ def _timed(unet: UNetPlan, in_channels: int, num_classes: int, hardware: Hardwar
                                     ", or augmentation in worker processes if slower"),
         "epochs": epochs_reason,
         "iterations_per_epoch": budget.reasons.get("iterations_per_epoch", "from the budget"),
-        "training_hours": f"estimate per fold: {epochs} epochs x {budget.iterations_per_epoch} it x {seconds:.3g} s",
+        "training_hours": f"estimate per fold: {epochs} epochs x {budget.iterations_per_epoch} it x {seconds:.3g} s "
+                          "(training steps with their data loading; not the validation batches of each epoch nor the "
+                          "held-out cases' sliding-window prediction with mirroring at the end; the training log "
+                          "ends with the measured seconds per iteration)",
     }
     return TimedPlan(unet, seconds, budget.iterations_per_epoch, epochs, reasons)
 
