@@ -83,7 +83,7 @@ class Pipeline:
         problems = [f"left behind: {p}" for p in [*leftovers(self.base), *written_outside(self.root)]]
         return problems + differences(self.expected[stage], outputs(self.base, OUTPUTS))
 
-    def check(self, stage: str, points: list[tuple[int, str]]) -> None:
+    def check_kill_points(self, stage: str, points: list[tuple[int, str]]) -> None:
         """Kill `stage` at each of `points` and rerun it; one assertion listing every point that went wrong."""
         assert self.renames[stage] > 0
         failures = {f"{when} rename {k} of {self.renames[stage]}": problems for k, when in points
@@ -114,7 +114,7 @@ STAGES = ("plan", "replan", "preprocess", "train", "predict", "evaluate")
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_command_killed_midway_then_rerun_gives_the_uninterrupted_result(lean, stage):
     """At the middle rename, with that file complete under its temporary name."""
-    lean.check(stage, [((lean.renames[stage] + 1) // 2, "before")])
+    lean.check_kill_points(stage, [((lean.renames[stage] + 1) // 2, "before")])
 
 
 def _every(pipeline: Pipeline, stage: str) -> list[tuple[int, str]]:
@@ -124,10 +124,10 @@ def _every(pipeline: Pipeline, stage: str) -> list[tuple[int, str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_command_killed_at_every_rename_then_rerun_gives_the_uninterrupted_result(lean, full, stage):
-    lean.check(stage, _every(lean, stage))
+    lean.check_kill_points(stage, _every(lean, stage))
     if stage != "train":  # the full pipeline trains nine models: every point would take hours
-        full.check(stage, _every(full, stage))
+        full.check_kill_points(stage, _every(full, stage))
     else:
         n = full.renames[stage]
         spread = sorted({1, n // 4, n // 2, 3 * n // 4, n})
-        full.check(stage, [(k, when) for k in spread for when in ("before", "after")])
+        full.check_kill_points(stage, [(k, when) for k in spread for when in ("before", "after")])
