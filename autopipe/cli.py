@@ -28,7 +28,7 @@ log = logging.getLogger("autopipe")
 LOCKS = ".locks"  # one writer per output: plans/.locks/DATASET, preprocessed/.locks/DATASET, results/.locks/...
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-WRITERS = ("plan", "preprocess", "train", "predict", "evaluate")  # commands that write outputs of a cohort
+WRITERS = ("plan", "preprocess", "train", "predict", "evaluate", "demo")  # commands that write outputs of a cohort
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def workspace(args: argparse.Namespace) -> Workspace:
+    """The folders a command works in: the demo's own under its --workdir, else the options, environment, defaults."""
+    if args.command == "demo":
+        return Workspace.under(args.workdir)
     return Workspace.from_environment(raw=args.raw_dir, plans=args.plans_dir,
                                       preprocessed=args.preprocessed_dir, results=args.results_dir)
 

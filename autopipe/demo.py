@@ -51,8 +51,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     """Run every available stage on a synthetic cohort under `workdir`; return the exit status."""
 
     workdir = workdir.expanduser().resolve()
-    ws = Workspace(raw=workdir / "raw_data", plans=workdir / "plans",
-                   preprocessed=workdir / "preprocessed", results=workdir / "results")
+    ws = Workspace.under(workdir)
     cohort = ws.raw / DEMO_DATASET
     started = time.monotonic()
     preprocessed = prepare_cohort(cohort, ws, cases, workers, seed, hours)  # steps 1-4

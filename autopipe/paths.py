@@ -27,6 +27,12 @@ class Workspace:
     results: Path
 
     @classmethod
+    def under(cls, base: Path) -> Workspace:
+        """The four default folders under `base` (the demo's workspace), whatever the environment says."""
+        base = Path(base).expanduser().resolve()
+        return cls(base / "raw_data", base / "plans", base / "preprocessed", base / "results")
+
+    @classmethod
     def from_environment(cls, base: Path | None = None, **overrides: Path | None) -> Workspace:
         """Folders from explicit overrides, else environment variables, else `base`/default names."""
         base = Path.cwd() if base is None else Path(base)

@@ -72,3 +72,13 @@ def test_train_before_plan_or_preprocess_says_what_to_run(tmp_path, capsys):
     assert "no trained model" in capsys.readouterr().err
     assert main(["evaluate", *folders]) == 2
     assert "no validation predictions" in capsys.readouterr().err
+
+
+def test_the_demo_keeps_its_caches_and_scratch_files_in_its_own_folder(tmp_path):
+    """Not in ./results of wherever it was started (it used to leave ./results/.cache/matplotlib behind)."""
+    from autopipe.cli import build_parser, workspace
+    from autopipe.paths import Workspace
+
+    args = build_parser().parse_args(["demo", "--workdir", str(tmp_path / "demo")])
+    assert workspace(args) == Workspace.under(tmp_path / "demo")
+    assert workspace(args).results == (tmp_path / "demo" / "results").resolve()
