@@ -105,23 +105,36 @@ def wilcoxon(differences: list[float]) -> dict:
             "n": len(nonzero)}
 
 
-def choose_best_configuration(root: Path, workspace: Workspace) -> dict | None:
-    """Score every candidate on the pooled cross-validation predictions, decide, choose postprocessing for the
-    chosen one and write best_configuration.json; None when no configuration has validated every fold."""
+def pooled_scores(root: Path, workspace: Workspace, folds: list[int] | None = None) -> dict[str, dict]:
+    """{"scores": candidate -> case -> (Dice, lesion F1), "masks": candidate -> case -> (prediction, reference,
+    spacing)} over the held-out cases of `folds` (all of splits_final.json by default), for every configuration
+    validated on each of them and the 2d + 3d_fullres ensemble when both are; empty when none is."""
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
     splits = load_splits(workspace.plans_dir(spec.name) / "splits_final.json")
-    complete = [c for c in plans.configurations if _validated(workspace, spec, c, splits)]
+    chosen = {k: splits[k] for k in (range(len(splits)) if folds is None else folds)}
+    complete = [c for c in plans.configurations if _validated(workspace, spec, c, chosen)]
     if not complete:
-        return None
+        return {"scores": {}, "masks": {}}
     candidates = [*sorted(complete, key=_complexity)]
     if all(m in complete for m in ENSEMBLE_MEMBERS):
         candidates.append(ENSEMBLE)
     labels = plans.preprocessing.lesion_labels
-    masks = {c: _pooled_masks(workspace, spec, c, splits, labels) for c in candidates}
+    masks = {c: _pooled_masks(workspace, spec, c, chosen, labels) for c in candidates}
     scores = {c: {case: (dice(pred, ref), lesion_detection(pred, ref, spacing)["f1"])
                   for case, (pred, ref, spacing) in cases.items()} for c, cases in masks.items()}
-    decision = decide(scores)
+    return {"scores": scores, "masks": masks}
+
+
+def choose_best_configuration(root: Path, workspace: Workspace) -> dict | None:
+    """Score every candidate on the pooled cross-validation predictions, decide, choose postprocessing for the
+    chosen one and write best_configuration.json; None when no configuration has validated every fold."""
+    spec = load_dataset(root)
+    pooled = pooled_scores(root, workspace)
+    if not pooled["scores"]:
+        return None
+    masks = pooled["masks"]
+    decision = decide(pooled["scores"])
     decision["postprocessing"] = choose_min_lesion_volume(list(masks[decision["chosen"]].values()))
     decision["definitions"] = {
         "candidates": "every configuration validated on every fold, and the mean of the 2d and 3d_fullres "
@@ -143,9 +156,9 @@ def format_decision(decision: dict) -> str:
     return "\n".join(lines)
 
 
-def _validated(workspace: Workspace, spec: DatasetSpec, configuration: str, splits: list[dict]) -> bool:
+def _validated(workspace: Workspace, spec: DatasetSpec, configuration: str, splits: dict[int, dict]) -> bool:
     """Every fold has the mask and the probability of each of its held-out cases."""
-    for k, split in enumerate(splits):
+    for k, split in splits.items():
         folder = fold_dir(workspace, spec.name, configuration, str(k))
         if not all((validation_dir(folder) / prediction_name(spec, c)).is_file()
                    and validation_probability(folder, c).is_file() for c in split["val"]):
@@ -153,11 +166,11 @@ def _validated(workspace: Workspace, spec: DatasetSpec, configuration: str, spli
     return True
 
 
-def _pooled_masks(workspace: Workspace, spec: DatasetSpec, candidate: str, splits: list[dict],
+def _pooled_masks(workspace: Workspace, spec: DatasetSpec, candidate: str, splits: dict[int, dict],
                   labels: tuple[int, ...]) -> dict[str, tuple[np.ndarray, np.ndarray, tuple[float, ...]]]:
-    """case -> (predicted mask, reference lesion mask, spacing) over every fold's held-out cases."""
+    """case -> (predicted mask, reference lesion mask, spacing) over the given folds' held-out cases."""
     pooled = {}
-    for k, split in enumerate(splits):
+    for k, split in splits.items():
         for case in split["val"]:
             reference, spacing, _ = read_image(case, spec.label_path(case))
             folders = [fold_dir(workspace, spec.name, m, str(k)) for m in members(candidate)]

@@ -6,14 +6,17 @@ the number of epochs (nnU-Net's full 1000 x 250 schedule when no budget is given
 On a CPU the binding limit is time, not memory: nnU-Net's 80x96x80 batch-2 plan takes ~14 s per
 iteration on 2 cores, so its 250,000 iterations would take weeks. The rule:
 
-1. seconds per iteration = conv FLOPs of one forward + backward step (autopipe.plan.topology)
-   / the measured training throughput (autopipe.plan.hardware), plus data augmentation, which
-   shares the CPU cores (~2e-7 s per voxel and channel, batchgenerators on 2 cores), plus what
-   the FLOPs miss in a whole training step: 5e-9 s per activation value (nnU-Net's memory proxy x
-   batch: norms, nonlinearities and memory traffic, which dominate narrow networks) and 0.15 s
-   per step (optimizer, loss, per-epoch validation and checkpoint). Calibration, whole `autopipe
-   train` epochs on 2 cores: 48^3 base 8 batch 2 measured 0.44 s/it (FLOPs + augmentation alone
-   gave 0.19), 64^3 base 16 measured 2.0-2.2 s/it (1.5).
+1. seconds per iteration, per dimension (CPU_STEP_COST): w x conv FLOPs of one forward + backward
+   step (autopipe.plan.topology) / the calibrated throughput (autopipe.plan.hardware), plus data
+   augmentation, which shares the cores (~2e-7 s per voxel and channel), plus a cost per activation
+   value (nnU-Net's memory proxy x batch: norms, nonlinearities and memory traffic, which dominate
+   narrow networks) and per step. The constants are fitted by benchmarks/time_model.py to whole
+   `autopipe train` epochs (per-epoch validation batches included) on 2 cores: 3D 48^3 base 8 batch
+   2 measured 0.45 s/it, 48^3 base 16 0.75, 64^3 base 8 1.17, 64^3 base 16 2.75, 80x80x64 base 16
+   4.14; 2D batch 12 48^2 base 32 0.30, 64^2 base 16 0.26, 96^2 base 32 1.12, 128x112 base 16 0.59,
+   128^2 base 32 2.16. The fit is within 6% on 2D and within 25% on 3D (3D time is mostly memory
+   traffic: FLOPs weigh 0.2, activations 3.2e-8 s each). FLOPs alone overestimated 2D and
+   underestimated large 3D patches.
 2. Batch size: nnU-Net's minimum 2 in 3D, at most nnU-Net's reference 12 in 2D: on a CPU time
    grows linearly with the batch, and more, smaller steps learn faster per hour.
 3. A network fits when `min_iterations` (default 2000: eight nnU-Net epochs; a lesion U-Net with
@@ -42,8 +45,21 @@ FEATURE_LADDER = (32, 16, 8)
 FLOOR_VOXELS = 48
 MIN_FLOOR_VOXELS = 8
 AUGMENT_SECONDS_PER_VOXEL = 2e-7
-CPU_SECONDS_PER_ACTIVATION = 5e-9
-CPU_SECONDS_PER_STEP = 0.15
+
+
+@dataclass(frozen=True)
+class CpuStepCost:
+    """What one CPU training step costs beside augmentation, per dimension: a constant, a cost per activation
+    value (memory-bound norms, nonlinearities and copies) and the weight of FLOPs / calibrated throughput."""
+
+    seconds_per_step: float
+    seconds_per_activation: float
+    flop_weight: float
+
+
+# Fitted (least squares on relative error, non-negative) by benchmarks/time_model.py to the last of two 25-step
+# epochs of `autopipe train` on 2 cores, 1.5 mm heads, calibrated throughput 108 GFLOP/s, 2026-12-06.
+CPU_STEP_COST = {3: CpuStepCost(0.0, 3.2e-8, 0.20), 2: CpuStepCost(0.114, 5.5e-9, 0.69)}
 CPU_ITERATIONS_PER_EPOCH = 50
 DEFAULT_CPU_HOURS = 1.0
 
@@ -63,17 +79,35 @@ class TimedPlan:
         return self.epochs * self.iterations_per_epoch * self.seconds_per_iteration / 3600
 
 
-def seconds_per_iteration(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan) -> float:
-    """Estimated wall time of one training step: FLOPs / throughput, and augmentation (2e-7 s per voxel and
-    channel): added on a CPU, in parallel worker processes on a GPU (the slower of the two counts)."""
+def time_terms(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan) -> dict[str, float]:
+    """The parts of one training step's time: "compute" (FLOPs / throughput, weighted on a CPU), "augment"
+    (augmentation, s),
+    "activations" (feature-map values, nnU-Net's memory proxy x batch) and "overhead" (the CPU's per-activation
+    and per-step seconds; 0 on a GPU)."""
+    dim = len(unet.patch_size)
     flops = training_flops(unet.patch_size, unet.topology, unet.features, in_channels, num_classes, unet.batch_size)
+    activations = unet.batch_size * feature_map_size(unet.patch_size, unet.topology.strides, unet.features,
+                                                     num_classes)
     compute = flops / (hardware.throughput_gflops * 1e9)
-    augment = AUGMENT_SECONDS_PER_VOXEL * unet.batch_size * in_channels * math.prod(unet.patch_size)
-    if hardware.device == "cpu":  # augmentation competes for the same cores
-        activations = unet.batch_size * feature_map_size(unet.patch_size, unet.topology.strides, unet.features,
-                                                         num_classes)
-        return compute + augment + CPU_SECONDS_PER_ACTIVATION * activations + CPU_SECONDS_PER_STEP
-    return max(compute, augment / hardware.cpu_threads)  # worker processes feed the GPU in parallel
+    if hardware.device == "cpu":
+        cost = CPU_STEP_COST[dim]
+        compute *= cost.flop_weight
+        overhead = cost.seconds_per_activation * activations + cost.seconds_per_step
+    else:
+        overhead = 0.0
+    return {"compute": compute,
+            "augment": AUGMENT_SECONDS_PER_VOXEL * unet.batch_size * in_channels * math.prod(unet.patch_size),
+            "activations": float(activations), "overhead": overhead}
+
+
+def seconds_per_iteration(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan) -> float:
+    """Estimated wall time of one training step (its share of the epoch's validation batches included): on a CPU
+    compute + augmentation + overhead, which share the cores; on a GPU the slower of compute and augmentation,
+    which runs in parallel worker processes."""
+    t = time_terms(unet, in_channels, num_classes, hardware)
+    if hardware.device == "cpu":
+        return t["compute"] + t["augment"] + t["overhead"]
+    return max(t["compute"], t["augment"] / hardware.cpu_threads)
 
 
 def patch_floor(spacing: np.ndarray, median_shape: np.ndarray) -> tuple[int, ...]:
@@ -138,14 +172,15 @@ def _timed(unet: UNetPlan, in_channels: int, num_classes: int, hardware: Hardwar
     reasons = {
         **reasons,
         "seconds_per_iteration": f"{flops / 1e9:.0f} GFLOP per step / {hardware.throughput_gflops:g} GFLOP/s"
-                                 + (" + augmentation + activations + per-step overhead" if hardware.device == "cpu" else
+                                 + (" x the CPU's FLOP weight + augmentation + activations + per-step overhead "
+                                    "(fitted by benchmarks/time_model.py)" if hardware.device == "cpu" else
                                     ", or augmentation in worker processes if slower"),
         "epochs": epochs_reason,
         "iterations_per_epoch": budget.reasons.get("iterations_per_epoch", "from the budget"),
         "training_hours": f"estimate per fold: {epochs} epochs x {budget.iterations_per_epoch} it x {seconds:.3g} s "
-                          "(training steps with their data loading; not the validation batches of each epoch nor the "
-                          "held-out cases' sliding-window prediction with mirroring at the end; the training log "
-                          "ends with the measured seconds per iteration)",
+                          "(training steps with their data loading and each epoch's validation batches, as the time "
+                          "model was fitted on whole epochs; not the held-out cases' sliding-window prediction at "
+                          "the end; the training log ends with the measured seconds per iteration)",
     }
     return TimedPlan(unet, seconds, budget.iterations_per_epoch, epochs, reasons)
 

@@ -12,7 +12,13 @@ import torch
 
 from autopipe.cohort.image_io import read_volume
 from autopipe.errors import AutopipeError
-from autopipe.evaluate.best_configuration import choose_best_configuration, decide, format_decision, wilcoxon
+from autopipe.evaluate.best_configuration import (
+    choose_best_configuration,
+    decide,
+    format_decision,
+    pooled_scores,
+    wilcoxon,
+)
 from autopipe.layout import ENSEMBLE, best_configuration, fold_dir, validation_dir, validation_probability
 from autopipe.models.checkpoint import save_checkpoint
 from autopipe.paths import Workspace
@@ -109,3 +115,14 @@ def test_no_decision_without_a_configuration_validated_on_every_fold(validated):
     for path in (ws.results / root.name / "3d_fullres" / "fold_1" / "validation" / "probabilities").glob("*.npz"):
         path.unlink()
     assert choose_best_configuration(root, ws) is None
+
+
+def test_scores_pool_only_the_folds_asked_for(validated):
+    root, ws = validated
+    splits = load_splits(ws.plans_dir(root.name) / "splits_final.json")
+    for path in (ws.results / root.name / "2d" / "fold_0" / "validation").glob("*.nii.gz"):
+        path.unlink()  # 2d is not validated on fold 0, which is not asked for
+    pooled = pooled_scores(root, ws, folds=[1, 2])
+    assert set(pooled["scores"]) == {"3d_fullres", "2d", ENSEMBLE}
+    assert sorted(pooled["scores"]["2d"]) == sorted(splits[1]["val"] + splits[2]["val"])
+    assert set(pooled_scores(root, ws, folds=[0, 1])["scores"]) == {"3d_fullres"}

@@ -124,3 +124,35 @@ def test_gpu_time_budget_changes_only_the_epochs():
     assert config.patch_size == (80, 96, 80) and config.batch_size == 2
     assert config.epochs < 1000
     assert config.training_hours <= 0.5
+
+
+# measured by benchmarks/time_model.py (2 cores, 1.5 mm heads, 107.7 GFLOP/s): (spacing, patch, base, batch) -> s/it
+MEASURED_STEPS = [((1.5,) * 3, (48, 48, 48), 8, 2, 0.45), ((1.5,) * 3, (64, 64, 64), 16, 2, 2.75),
+                  ((1.5,) * 3, (80, 80, 64), 16, 2, 4.14), ((1.5,) * 2, (48, 48), 32, 12, 0.30),
+                  ((1.5,) * 2, (96, 96), 32, 12, 1.12), ((1.5,) * 2, (128, 112), 16, 12, 0.59)]
+
+
+@pytest.mark.parametrize("spacing, patch, base, batch, measured", MEASURED_STEPS)
+def test_the_cpu_time_model_reproduces_measured_steps_in_2d_and_3d(spacing, patch, base, batch, measured):
+    from autopipe.plan.topology import UNetPlan, features_per_stage, get_pool_and_conv_props
+
+    topology = get_pool_and_conv_props(spacing, patch)
+    unet = UNetPlan(topology, features_per_stage(topology.n_stages, len(patch), base), batch)
+    cpu = resolve_hardware("cpu", memory_gb=16, throughput_gflops=107.7, threads=2)
+    estimate = seconds_per_iteration(unet, 1, 2, cpu)
+    assert abs(estimate / measured - 1) <= (0.06 if len(patch) == 2 else 0.2)
+
+
+def test_time_terms_add_up_on_a_cpu_and_overlap_on_a_gpu():
+    from autopipe.plan.time_budget import time_terms
+    from autopipe.plan.topology import UNetPlan, features_per_stage, get_pool_and_conv_props
+
+    topology = get_pool_and_conv_props((1.0,) * 3, (64, 64, 64))
+    unet = UNetPlan(topology, features_per_stage(topology.n_stages, 3, 16), 2)
+    cpu = resolve_hardware("cpu", memory_gb=16, throughput_gflops=CPU_RATE, threads=2)
+    terms = time_terms(unet, 1, 2, cpu)
+    assert seconds_per_iteration(unet, 1, 2, cpu) == pytest.approx(terms["compute"] + terms["augment"]
+                                                                   + terms["overhead"])
+    gpu = time_terms(unet, 1, 2, GPU_8GB)
+    assert gpu["overhead"] == 0
+    assert seconds_per_iteration(unet, 1, 2, GPU_8GB) == max(gpu["compute"], gpu["augment"] / GPU_8GB.cpu_threads)
