@@ -49,6 +49,10 @@ DEFINITIONS = {
     "per_lesion_dice": METRIC_DEFINITIONS["per_lesion_dice"] + " Lesions: 26-connected components of the stack.",
     "spearman": "Spearman's rank correlation between SSIM and per-lesion Dice across subjects (subjects without "
                 "reference lesions left out), with its two-sided p-value (scipy.stats.spearmanr).",
+    "spearman_subject_means": "the same over all approaches with each subject counted once: on each subject's mean "
+                              "SSIM and mean per-lesion Dice over the approaches that segment it (pooling every "
+                              "approach's pair would count a subject once per approach, and the p-value would treat "
+                              "those repeats as independent).",
     "seconds_per_slice": "wall-clock seconds to reconstruct (and segment) one slice on the evaluating device.",
 }
 
@@ -110,29 +114,32 @@ def read_comparison(path: Path) -> dict:
 
 def summarize(fold_results: list[dict]) -> dict:
     """Per method: mean and standard deviation of every metric over all subjects of all folds; Spearman
-    between SSIM and per-lesion Dice per approach and pooled over the approaches."""
+    between SSIM and per-lesion Dice per approach, and over all approaches on per-subject means (each subject
+    once)."""
     from scipy.stats import spearmanr
 
     methods = list(dict.fromkeys(m for r in fold_results for m in r["methods"]))
-    table, pooled = {}, ([], [])
+    table, by_subject = {}, {}
     for method in methods:
-        subjects = [row for r in fold_results for row in r["per_subject"].get(method, {}).values()]
+        rows = {case: row for r in fold_results for case, row in r["per_subject"].get(method, {}).items()}
+        subjects = list(rows.values())
         entry = {"subjects": len(subjects)}
         for metric in (*RECONSTRUCTION_METRICS, *SEGMENTATION_METRICS):
             values = [s[metric] for s in subjects if metric in s and np.isfinite(s[metric])]
             if values:
                 entry[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
-        pairs = [(s["ssim"], s["per_lesion_dice"]) for s in subjects
-                 if "per_lesion_dice" in s and np.isfinite(s["per_lesion_dice"])]
+        pairs = {case: (s["ssim"], s["per_lesion_dice"]) for case, s in rows.items()
+                 if "per_lesion_dice" in s and np.isfinite(s["per_lesion_dice"])}
         if pairs:
-            pooled[0].extend(p[0] for p in pairs)
-            pooled[1].extend(p[1] for p in pairs)
-            entry["spearman"] = _spearman(spearmanr, *zip(*pairs, strict=True))
+            for case, pair in pairs.items():
+                by_subject.setdefault(case, []).append(pair)
+            entry["spearman"] = _spearman(spearmanr, *zip(*pairs.values(), strict=True))
         seconds = [r["seconds_per_slice"][method] for r in fold_results if method in r["seconds_per_slice"]]
         entry["seconds_per_slice"] = float(np.mean(seconds))
         table[method] = entry
+    means = [tuple(np.mean(pairs, axis=0)) for pairs in by_subject.values()]
     return {"folds": [r["fold"] for r in fold_results], "methods": table,
-            "spearman_all_approaches": _spearman(spearmanr, *pooled) if pooled[0] else None,
+            "spearman_subject_means": _spearman(spearmanr, *zip(*means, strict=True)) if means else None,
             "definitions": DEFINITIONS}
 
 
@@ -165,10 +172,10 @@ def format_comparison(summary: dict) -> str:
             s = entry["spearman"]
             lines.append(f"Spearman SSIM vs per-lesion Dice, {method}: rho {s['rho']:.2f} (p {s['p']:.2g}, "
                          f"n {s['n']})")
-    pooled = summary.get("spearman_all_approaches")
+    pooled = summary.get("spearman_subject_means")
     if pooled and not math.isnan(pooled["rho"]):
-        lines.append(f"Spearman SSIM vs per-lesion Dice, all approaches pooled: rho {pooled['rho']:.2f} "
-                     f"(p {pooled['p']:.2g}, n {pooled['n']})")
+        lines.append(f"Spearman SSIM vs per-lesion Dice, all approaches, each subject once (its means over the "
+                     f"approaches): rho {pooled['rho']:.2f} (p {pooled['p']:.2g}, n {pooled['n']} subjects)")
     return "\n".join(lines)
 
 

@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 COARSEST = 8
 """Default coarsest Haar band of l1_wavelet, in pixels along the shorter image axis (see haar.max_levels)."""
-POWER_ITERATIONS = 15
-"""Power iterations that estimate the Lipschitz constant of the data term for the FISTA step."""
-LIPSCHITZ_MARGIN = 1.02
-"""The power-iteration estimate is a lower bound of ||A^H A||; the step 1/L uses L times this margin."""
 
 
 def zero_filled(kspace: Array, maps: Array, mask: Array | None) -> Array:
@@ -86,8 +82,9 @@ def l1_wavelet(kspace: Array, maps: Array, mask: Array | None, *, weight: float,
     (magnitudes shrink, phases stay). The image is zero-padded to a multiple of 2**levels and the crop back
     sits inside the data term, so the problem is solved over the padded image and the prox stays exact.
     `weight` is in the units of the image (the pipeline scales data so the zero-filled image's 99th
-    percentile is 1). Step 1/L, with L the largest eigenvalue of A^H A per sample from POWER_ITERATIONS
-    power iterations (<= 1 for normalized maps and a 0/1 mask). Starts from the zero-filled image.
+    percentile is 1). Step 1/L with L = lipschitz_bound(maps, mask), an upper bound of ||A^H A|| (1 for
+    normalized maps and a 0/1 mask), so the step never exceeds 1/||A^H A|| as a power-iteration estimate,
+    which approaches the norm from below, can. Starts from the zero-filled image.
     """
     _check_nonnegative(weight=weight, iterations=iterations)
     kspace, maps, mask, to_numpy = _as_torch(kspace, maps, mask)
@@ -97,7 +94,7 @@ def l1_wavelet(kspace: Array, maps: Array, mask: Array | None, *, weight: float,
     def gradient(z: torch.Tensor) -> torch.Tensor:
         return pad(data_consistency_gradient(crop(z), kspace, maps, mask))
 
-    step = 1.0 / (LIPSCHITZ_MARGIN * _lipschitz(lambda v: adjoint(forward(v, maps, mask), maps, mask), x0))
+    step = 1.0 / lipschitz_bound(maps, mask).to(x0.real.dtype)
     threshold = weight * step
     z = pad(x0)
     v, t = z, 1.0
@@ -131,21 +128,20 @@ def _soft_threshold(c: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return c * ((magnitude - threshold).clamp(min=0) / magnitude.clamp(min=torch.finfo(magnitude.dtype).tiny))
 
 
-def _lipschitz(normal: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """Largest eigenvalue of the normal operator per sample, [..., 1, 1], by power iteration.
+def lipschitz_bound(maps: torch.Tensor, mask: Array | None) -> torch.Tensor:
+    """An upper bound of ||A^H A|| per sample, [..., 1, 1]: max over pixels of sum_c |S_c|^2 times max |M|^2.
 
-    Every sample starts from the same seeded random [H, W] image, so a sample's estimate (and hence its
-    reconstruction) does not depend on the batch it is in.
+    A = M F S with F unitary: ||A x|| <= max|M| ||S x|| and ||S x||^2 = sum_pixels |x|^2 sum_c |S_c|^2. Equal
+    to the norm for a full mask; 1 for maps normalized to sum_c |S_c|^2 = 1 and a 0/1 mask.
     """
-    generator = torch.Generator().manual_seed(0)
-    v = torch.randn(like.shape[-2:], generator=generator, dtype=like.dtype).to(like.device).expand(like.shape)
-    estimate = torch.ones(like.shape[:-2] + (1, 1), dtype=like.real.dtype, device=like.device)
-    for _ in range(POWER_ITERATIONS):
-        v = v / _norm2(v).sqrt().clamp(min=torch.finfo(estimate.dtype).tiny)
-        w = normal(v)
-        estimate = _dot(v, w)  # Rayleigh quotient of the unit vector v
-        v = w
-    return estimate.clamp(min=1e-12)
+    coil_energy = (maps.real**2 + maps.imag**2 if maps.is_complex() else maps**2).sum(dim=-3)
+    bound = coil_energy.amax(dim=(-2, -1), keepdim=True)
+    if mask is not None:
+        weights = torch.as_tensor(mask).to(device=bound.device, dtype=bound.dtype).abs()
+        peak = weights.amax(dim=-1, keepdim=True)
+        peak = peak.amax(dim=-2, keepdim=True) if weights.ndim >= 2 else peak[..., None]
+        bound = bound * peak**2
+    return bound.clamp(min=1e-12)
 
 
 def _padding(shape: tuple[int, int], levels: int | None) -> tuple[int, Callable, Callable]:

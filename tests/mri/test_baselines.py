@@ -197,3 +197,24 @@ def test_shape_and_argument_errors():
         l1_wavelet(kspace, maps, mask, weight=0.1, levels=-1)
     with pytest.raises(ValueError, match="l2"):
         cg_sense(kspace, maps, mask, l2=-1.0)
+
+
+def test_the_fista_step_never_exceeds_one_over_the_norm_of_the_normal_operator():
+    """lipschitz_bound >= ||A^H A|| (computed densely here), equal for a full mask, 1 for normalized maps and a 0/1
+    mask: a power-iteration estimate approaches the norm from below, so 1/estimate could overshoot."""
+    from autopipe.mri.baselines import lipschitz_bound
+    from autopipe.mri.operators import adjoint, forward
+
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.randn(4, 6, 6, generator=generator, dtype=torch.complex128)
+    normalized = maps / maps.abs().pow(2).sum(0).sqrt()
+    mask = (torch.rand(6, generator=generator) < 0.5).to(torch.float64)
+    for m, full in ((maps, True), (maps, False), (normalized, False)):
+        mk = None if full else mask
+        columns = [adjoint(forward(e.reshape(6, 6), m, mk), m, mk).reshape(-1) for e in torch.eye(36, dtype=m.dtype)]
+        norm = torch.linalg.matrix_norm(torch.stack(columns, 1), ord=2).item()
+        bound = lipschitz_bound(m, mk).item()
+        assert bound >= norm * (1 - 1e-9)
+        if full:  # A^H A = S^H S, diagonal: its norm is the largest coil energy, the bound itself
+            assert bound == pytest.approx(norm, rel=1e-9)
+    assert lipschitz_bound(normalized, mask).item() == pytest.approx(1.0)
