@@ -5,7 +5,7 @@ image. Coupled (MTLRS proper): after every cascade but the last, |x| * p_lesion,
 lesion probability, is tiled over the hidden channels and added to both recurrent hidden states carried into
 the next cascade, so the segmentation steers the reconstruction; gradients flow through this coupling.
 Uncoupled: the same network without the addition (the "joint" baseline). The addition is scaled by a learned
-gate per hidden channel, 1 at the start (published) or 0 (when the reconstruction starts from a trained CIRIM).
+gate per hidden channel, 1 at the start (published); a warm start from a trained CIRIM keeps it at 1.
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ class MTLRS(nn.Module):
             raise ValueError(f"cascades must be >= 1, got {cascades}")
         self.coupled = coupled
         # learned per-channel strength of the coupling into each hidden state after each cascade but the last:
-        # 1 adds |x| * p_lesion as published; 0 starts as the uncoupled network (for a warm start from CIRIM,
-        # whose recurrent dynamics an unscaled addition would disturb) and learns how much to couple
+        # 1 adds |x| * p_lesion as published (0 would start as the uncoupled network); learned from there
         self.coupling_gates = nn.Parameter(torch.full((max(cascades - 1, 0), 2, hidden_channels, 1, 1),
                                                       float(coupling_init)), requires_grad=coupled)
         self.reconstructors = nn.ModuleList(RIMBlock(hidden_channels, time_steps, cell) for _ in range(cascades))

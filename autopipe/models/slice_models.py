@@ -61,6 +61,9 @@ SLICE_MODELS = {
     "joint": SliceModel("MTLRS", reconstructs=True, segments=True),
     "mtlrs": SliceModel("MTLRS", reconstructs=True, segments=True, coupled=True),
 }
+COUPLING_INIT = 1.0
+"""MTLRS' coupling gates start at 1 (published), warm start or not: 0 would start it as the uncoupled network,
+which must then learn its own defining feature within the budget."""
 MODEL_NAMES = tuple(SLICE_MODELS)
 """In training order: cirim before what builds on it."""
 
@@ -106,7 +109,7 @@ def model_kwargs(name: str, plans: Plans) -> dict:
     if model.architecture == "ReconstructThenSegment":
         return {"reconstruction": recon, "segmentation": seg}
     return {**recon, "segmentation_channels": m.segmentation_channels, "poolings": m.segmentation_poolings,
-            "coupled": model.coupled, "coupling_init": 0.0 if m.warm_start else 1.0}
+            "coupled": model.coupled, "coupling_init": COUPLING_INIT}
 
 
 def build_model(name: str, kwargs: dict) -> nn.Module:

@@ -65,6 +65,10 @@ APPROACHES = {
 }
 """The ways to do reconstruction and segmentation that the MTLRS paper compares (and the uncoupled ablation)."""
 CLASSIFIERS = {"logistic_regression": "L2-regularized logistic regression (scikit-learn, lbfgs)"}
+SEGMENTATION_SUPERVISION = {
+    "final_cascade": "only the last cascade's segmentation is in the loss (the public MTLRS code)",
+    "every_cascade": "every cascade's segmentation, weights increasing over cascades (an autopipe option)",
+}
 CLASS_WEIGHTS = {"balanced": "weights inversely proportional to class frequency", "none": "equal weights"}
 HAND_FEATURES = {
     "lesion_map": "lesion fraction per cell of a coarse grid in template space",
@@ -285,6 +289,7 @@ class MultitaskPlan:
     segmentation_poolings: int = 2
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
+    segmentation_supervision: Annotated[str, Choice(SEGMENTATION_SUPERVISION)] = "final_cascade"
     approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "mtlrs")
     warm_start: bool = True  # end_to_end, joint and mtlrs start from the fold's trained CIRIM
     reasons: dict[str, str] = _reasons()

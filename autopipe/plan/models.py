@@ -130,6 +130,10 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
         segmentation_poolings=(DEFAULT, "published 2D Attention U-Net"),
         segmentation_weight=(DEFAULT, "published: 0.9 x (0.5 CE + 0.5 Dice), CE kept attached to the graph"),
         reconstruction_weight=(DEFAULT, "published: 0.1 x L1 over time steps, weights increasing over steps"),
+        segmentation_supervision=(DEFAULT, "the public code supervises the last cascade's segmentation only; "
+                                           "'every_cascade' adds the earlier ones with weights increasing over "
+                                           "cascades, which leaves the final segmentation 0.46 of the "
+                                           "segmentation loss in 5 cascades against 1 in end_to_end"),
         approaches=(DEFAULT, "the four ways the MTLRS paper compares, on the same folds; add 'joint' for MTLRS "
                              "without the coupling"),
         warm_start=(DEFAULT, "end_to_end, joint and mtlrs start from the fold's trained CIRIM: from scratch, with "

@@ -129,7 +129,8 @@ def slice_jobs(fold: Fold, workspace: Workspace, models: list[str] | None = None
             epochs=epochs or (plans.reconstruction.epochs if name == "cirim" else plans.multitask.epochs),
             learning_rate=plans.reconstruction.learning_rate, seed=seed,
             **({"segmentation_weight": plans.multitask.segmentation_weight,
-                "reconstruction_weight": plans.multitask.reconstruction_weight} if plans.multitask else {}))
+                "reconstruction_weight": plans.multitask.reconstruction_weight,
+                "segmentation_supervision": plans.multitask.segmentation_supervision} if plans.multitask else {}))
         cirim = checkpoint_path(slice_model_dir(workspace, fold.spec.name, "cirim", fold.name), "final")
         jobs.append(Job(
             name=name, fold=fold.name, out_dir=slice_model_dir(workspace, fold.spec.name, name, fold.name),

@@ -46,17 +46,25 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def multitask_loss(output: MultitaskOutput, target_image: torch.Tensor, target_segmentation: torch.Tensor,
-                   segmentation_weight: float = 0.9, reconstruction_weight: float = 0.1
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """segmentation_weight * sum_k w_k segmentation_loss(seg_k) + reconstruction_weight * reconstruction_loss.
+                   segmentation_weight: float = 0.9, reconstruction_weight: float = 0.1,
+                   supervision: str = "final_cascade") -> tuple[torch.Tensor, dict[str, float]]:
+    """segmentation_weight * L_seg + reconstruction_weight * reconstruction_loss.
 
-    w_k = time_step_weights over the cascades' segmentations. Returns the total and the floats
+    L_seg = segmentation_loss of the last cascade's segmentation ("final_cascade", the public code) or
+    sum_k w_k segmentation_loss(seg_k) with w_k = time_step_weights over the cascades ("every_cascade").
+    Returns the total and the floats
     {"reconstruction": unweighted L1 term, "segmentation": unweighted CE + Dice term, "total": weighted sum}.
     """
     if not output.segmentations:
         raise ValueError("the output holds no segmentation")
-    weights = time_step_weights(len(output.segmentations)).to(target_image.device)
-    seg = (weights * torch.stack([segmentation_loss(s, target_segmentation) for s in output.segmentations])).sum()
+    if supervision == "final_cascade":
+        seg = segmentation_loss(output.segmentations[-1], target_segmentation)
+    elif supervision == "every_cascade":
+        weights = time_step_weights(len(output.segmentations)).to(target_image.device)
+        seg = (weights * torch.stack([segmentation_loss(s, target_segmentation)
+                                      for s in output.segmentations])).sum()
+    else:
+        raise ValueError(f"supervision must be final_cascade or every_cascade, got {supervision!r}")
     rec = reconstruction_loss(output.estimates, target_image)
     total = segmentation_weight * seg + reconstruction_weight * rec
     return total, {"reconstruction": rec.item(), "segmentation": seg.item(), "total": total.item()}

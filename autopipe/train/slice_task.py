@@ -49,6 +49,7 @@ class SliceSettings:
     validation_slices: int = 16
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
+    segmentation_supervision: str = "final_cascade"
     seed: int = 12345
 
 
@@ -182,8 +183,9 @@ class SliceRun:
         dice = float(np.nanmean(pseudo_dice(tp[None], fp[None], fn[None]))) if (2 * tp + fp + fn) > 0 else math.nan
         return {"val_loss": float(total[0] / total[1].clamp(min=1)), "pseudo_dice": dice}
 
-    def _weights(self) -> tuple[float, float]:
-        return self.task.settings.segmentation_weight, self.task.settings.reconstruction_weight
+    def _weights(self) -> tuple[float, float, str]:
+        s = self.task.settings
+        return s.segmentation_weight, s.reconstruction_weight, s.segmentation_supervision
 
     def _batch(self, ref: SliceRef) -> dict:
         batch = load_slice(self.task.kspace_dir, ref, self.device)
@@ -220,12 +222,13 @@ def segmentation_input(model: str, batch: dict[str, torch.Tensor],
     return reconstruct(batch).abs()[:, None]
 
 
-def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], weights: tuple[float, float],
+def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], weights: tuple[float, float, str],
                reconstruct: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, dict[str, float], MultitaskOutput | torch.Tensor]:
     """Loss of one batch for `model`: (loss, its float parts, the network's output).
 
-    weights = (segmentation, reconstruction) for the combined loss of the models that do both.
+    weights = (segmentation weight, reconstruction weight, segmentation supervision) for the combined loss of the
+    models that do both (see multitask_loss).
     """
     spec = SLICE_MODELS[model]
     if not spec.segments:
@@ -238,7 +241,7 @@ def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], w
         return loss, {"segmentation": loss.item(), "total": loss.item()}, logits
     output = network(batch["kspace"], batch["maps"], batch["mask"])
     loss, parts = multitask_loss(output, batch["target"], batch["segmentation"], segmentation_weight=weights[0],
-                                 reconstruction_weight=weights[1])
+                                 reconstruction_weight=weights[1], supervision=weights[2])
     return loss, parts, output
 
 

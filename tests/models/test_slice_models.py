@@ -38,7 +38,8 @@ def test_warm_start_refuses_a_model_without_a_reconstruction_part():
 
 
 def test_a_zero_coupling_gate_starts_as_the_uncoupled_network_and_learns():
-    """coupling_init 0 (warm start): the same outputs as `joint` until the gates move; they get gradient."""
+    """coupling_init 0 (an option, no longer the warm start's): the same outputs as `joint` until the gates move;
+    they get gradient. So the joint baseline is MTLRS with the coupling removed."""
     from autopipe.train.recon_loss import reconstruction_loss
     from tests.models.test_rim import make_sample
 
@@ -54,3 +55,31 @@ def test_a_zero_coupling_gate_starts_as_the_uncoupled_network_and_learns():
     reconstruction_loss(out.estimates, sample["image"]).backward()
     assert coupled.coupling_gates.grad.abs().sum() > 0
     assert not uncoupled.coupling_gates.requires_grad
+
+
+def test_the_planned_mtlrs_starts_coupled_even_when_warm_started(tmp_path):
+    """The plan's MTLRS (warm start on) has gates 1: its outputs differ from the joint network with the same
+    weights from the first step, and only through the coupling (gates set to 0 give joint's outputs)."""
+    from autopipe.models.slice_models import COUPLING_INIT, model_kwargs
+    from tests.models.test_rim import make_sample
+
+    class Plans:  # the two sections model_kwargs reads
+        reconstruction = type("R", (), {"cascades": 2, "time_steps": 2, "hidden_channels": 4,
+                                        "recurrent_cell": "IndRNN"})()
+        multitask = type("M", (), {"segmentation_channels": 4, "segmentation_poolings": 2, "warm_start": True})()
+
+    kwargs = model_kwargs("mtlrs", Plans())
+    assert kwargs["coupling_init"] == COUPLING_INIT == 1.0 and kwargs["coupled"]
+    torch.manual_seed(2)
+    cirim = build_model("cirim", RECON)
+    coupled = build_model("mtlrs", kwargs)
+    warm_start("mtlrs", coupled, cirim.state_dict())
+    joint = build_model("joint", model_kwargs("joint", Plans()))
+    joint.load_state_dict(coupled.state_dict())
+    assert torch.all(coupled.coupling_gates == 1)
+    sample = make_sample(1, 2, 16, 16, 0)
+    inputs = (sample["kspace"], sample["maps"], sample["mask"])
+    with torch.no_grad():
+        assert not torch.allclose(coupled(*inputs).image, joint(*inputs).image)
+        coupled.coupling_gates.zero_()
+        assert torch.equal(coupled(*inputs).image, joint(*inputs).image)

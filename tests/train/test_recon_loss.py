@@ -80,15 +80,19 @@ def test_multitask_weights_are_applied_once_hand_computed():
     assert total.item() == pytest.approx(0.5 * seg_term + 2.0 * 0.5, rel=1e-5)
 
 
-def test_multitask_segmentation_terms_are_weighted_increasingly_over_cascades():
+def test_multitask_supervision_final_cascade_by_default_or_every_cascade_weighted_increasingly():
     target_seg = torch.zeros(1, 1, 3, 4, dtype=torch.long)
     target_seg[..., 0, :2] = 1
     confident = torch.zeros(1, 2, 3, 4)
     confident[:, 1] = 20 * target_seg[:, 0] - 10  # near-perfect logits: loss ~ 0
     half = 0.5 * math.log(2) + 0.5 * _dice_loss_of_half(2, 12)
     output = MultitaskOutput([[_constant(1)]], [torch.zeros(1, 2, 3, 4), confident])
-    _, parts = multitask_loss(output, _constant(1), target_seg)
+    _, parts = multitask_loss(output, _constant(1), target_seg)  # final cascade only (the public code)
+    assert parts["segmentation"] == pytest.approx(segmentation_loss(confident, target_seg).item(), rel=1e-5)
+    _, parts = multitask_loss(output, _constant(1), target_seg, supervision="every_cascade")
     # weights over 2 cascades: (0.1, 1) / 1.1
     expected = half / 11 + (10 / 11) * segmentation_loss(confident, target_seg).item()
     assert parts["segmentation"] == pytest.approx(expected, rel=1e-5)
     assert parts["reconstruction"] == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="supervision"):
+        multitask_loss(output, _constant(1), target_seg, supervision="some")
