@@ -67,7 +67,7 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     log.info("\n%s", compare_configurations(summaries))
 
     _step(7, f"accelerated MRI: reconstruct {plans.reconstruction.acceleration:.1f}x undersampled k-space and segment "
-             f"it, the four ways the MTLRS paper compares ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
+             f"it, the ways the MTLRS paper compares and joint ({DEMO_RECON_EPOCHS} epochs per model: a short run)")
     train_demo_fold(cohort, ws, ["cs", *models_for(plans.multitask.approaches)], epochs=DEMO_RECON_EPOCHS)
 
     if plans.hand_function is not None:

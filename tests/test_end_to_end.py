@@ -79,13 +79,13 @@ def test_train_under_torchrun_writes_checkpoints_curves_and_validation(trained):
 
 def test_train_under_torchrun_trains_the_reconstruction_approaches_and_compares_them(trained):
     """The k-space models of every approach train under DDP too, and the held-out cases get the table."""
-    for model in ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "mtlrs"):
+    for model in ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "joint", "mtlrs"):
         fold = trained / "reconstruction" / model / "fold_0"
         assert (fold / "checkpoint_final.pt").is_file() and (fold / "progress.png").is_file(), model
     assert json.loads((trained / "reconstruction" / "cs" / "fold_0" / "cs.json").read_text())["weight"] > 0
     comparison = json.loads((trained / "reconstruction" / "comparison" / "fold_0.json").read_text())
     assert comparison["methods"] == ["zero_filled", "cg_sense", "cs", "pretrained", "sequential", "end_to_end",
-                                     "mtlrs"]
+                                     "joint", "mtlrs"]
     for method, subjects in comparison["per_subject"].items():
         for row in subjects.values():
             assert 0 < row["ssim"] <= 1 and row["nmse"] >= 0, method

@@ -17,8 +17,8 @@ from autopipe.preprocess.kspace_prep import prepare_kspace_case
 from tests.tiny_cohort import folders, tree_digest
 
 DATASET = "Dataset011_ReconTiny"
-MODELS = ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "mtlrs")
-APPROACHES = ("pretrained", "sequential", "end_to_end", "mtlrs")
+MODELS = ("cirim", "segmentation_fully_sampled", "segmentation_on_cirim", "end_to_end", "joint", "mtlrs")
+APPROACHES = ("pretrained", "sequential", "end_to_end", "joint", "mtlrs")
 ONE = ["-j", "1", "--threads", "1", "-q"]  # one thread: the test machine is small and shared
 
 

@@ -290,7 +290,8 @@ class MultitaskPlan:
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
     segmentation_supervision: Annotated[str, Choice(SEGMENTATION_SUPERVISION)] = "final_cascade"
-    approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "mtlrs")
+    approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "joint",
+                                                                  "mtlrs")
     warm_start: bool = True  # end_to_end, joint and mtlrs start from the fold's trained CIRIM
     reasons: dict[str, str] = _reasons()
 

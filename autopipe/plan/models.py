@@ -76,7 +76,7 @@ def plan_reconstruction(kspace: dict | None, hardware: HardwarePlan, budget: Bud
                         like_multitask: bool = False) -> ReconstructionPlan | None:
     """CIRIM sized to the data and the device; None without k-space.
 
-    like_multitask: size it as MTLRS is sized (the ladder with the segmentation's cost), so that the four
+    like_multitask: size it as MTLRS is sized (the ladder with the segmentation's cost), so that the
     approaches of the comparison share one reconstruction network and differ only in how they train.
     """
     if not kspace:
@@ -84,7 +84,7 @@ def plan_reconstruction(kspace: dict | None, hardware: HardwarePlan, budget: Bud
     matrix, coils = tuple(kspace["matrix"]), int(kspace["coils"])
     size, _, size_reason = _fit_ladder(matrix, coils, hardware, budget, segmentation=like_multitask)
     if like_multitask:
-        size_reason += "; the size MTLRS gets, so the four approaches share one reconstruction network"
+        size_reason += "; the size MTLRS gets, so the approaches share one reconstruction network"
     seconds = _seconds(matrix, coils, size, hardware, segmentation=False)
     cascades, steps, hidden = size
     epochs, epochs_reason = _epochs(seconds, kspace, budget)
@@ -134,8 +134,9 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
                                            "'every_cascade' adds the earlier ones with weights increasing over "
                                            "cascades, which leaves the final segmentation 0.46 of the "
                                            "segmentation loss in 5 cascades against 1 in end_to_end"),
-        approaches=(DEFAULT, "the four ways the MTLRS paper compares, on the same folds; add 'joint' for MTLRS "
-                             "without the coupling"),
+        approaches=(DEFAULT, "the paper's comparison on the same folds: pretrained, sequential, end_to_end, joint "
+                             "(MTLRS's cascades without the coupling, which separates the coupling's effect from "
+                             "the cascades') and mtlrs"),
         warm_start=(DEFAULT, "end_to_end, joint and mtlrs start from the fold's trained CIRIM: from scratch, with "
                              "0.1 of the loss on the image, their reconstruction reached SSIM 0.69 where CIRIM alone "
                              "reached 0.93 (demo cohort, 5 min per model on 2 CPU cores)"),

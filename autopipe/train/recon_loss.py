@@ -57,8 +57,10 @@ def multitask_loss(output: MultitaskOutput, target_image: torch.Tensor, target_s
     """
     if not output.segmentations:
         raise ValueError("the output holds no segmentation")
-    if supervision == "final_cascade":
-        seg = segmentation_loss(output.segmentations[-1], target_segmentation)
+    if supervision == "final_cascade":  # the earlier logits enter with weight 0: every parameter gets a gradient,
+        # as DistributedDataParallel requires, where an uncoupled network's earlier segmenters feed nothing else
+        seg = segmentation_loss(output.segmentations[-1], target_segmentation) \
+            + sum(0.0 * s.mean() for s in output.segmentations[:-1])
     elif supervision == "every_cascade":
         weights = time_step_weights(len(output.segmentations)).to(target_image.device)
         seg = (weights * torch.stack([segmentation_loss(s, target_segmentation)

@@ -83,3 +83,23 @@ def test_the_planned_mtlrs_starts_coupled_even_when_warm_started(tmp_path):
         assert not torch.allclose(coupled(*inputs).image, joint(*inputs).image)
         coupled.coupling_gates.zero_()
         assert torch.equal(coupled(*inputs).image, joint(*inputs).image)
+
+
+def test_final_cascade_supervision_gives_every_parameter_of_joint_a_gradient():
+    """Only the last segmentation counts, but DistributedDataParallel needs a gradient on every parameter: the
+    earlier segmenters get zeros, and the loss is the last cascade's alone."""
+    from autopipe.train.recon_loss import multitask_loss, segmentation_loss
+    from tests.models.test_rim import make_sample
+
+    torch.manual_seed(4)
+    joint = build_model("joint", {**RECON, "segmentation_channels": 4, "poolings": 2, "coupled": False})
+    sample = make_sample(1, 2, 16, 16, 0)
+    target = (sample["image"].abs() > sample["image"].abs().mean()).long()[:, None]
+    output = joint(sample["kspace"], sample["maps"], sample["mask"])
+    _, parts = multitask_loss(output, sample["image"], target)
+    assert parts["segmentation"] == pytest.approx(segmentation_loss(output.segmentations[-1], target).item())
+    multitask_loss(output, sample["image"], target)[0].backward()
+    grads = {name: p.grad for name, p in joint.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())
+    assert all(torch.all(g == 0) for name, g in grads.items() if name.startswith("segmenters.0."))
+    assert any(torch.any(g != 0) for name, g in grads.items() if name.startswith("segmenters.1."))
