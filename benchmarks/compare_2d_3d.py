@@ -102,7 +102,7 @@ def report(workdir: Path, ws, folds: list[int], args: argparse.Namespace) -> Non
                      if (p := ws.results / DATASET / name / f"fold_{fold}" / "progress.json").is_file()]
         if not histories:
             continue
-        per_epoch = config["iterations_per_epoch"]["value"] if "iterations_per_epoch" in config else 50
+        per_epoch = config["iterations_per_epoch"]["value"]
         measured = float(np.median([r["seconds"] for h in histories for r in h])) / per_epoch
         minutes = float(np.mean([sum(r["seconds"] for r in h) for h in histories])) / 60
         print(f"{name:<12}{'x'.join(map(str, config['patch_size']['value'])):>12}{config['batch_size']['value']:>6}"

@@ -57,8 +57,9 @@ class CpuStepCost:
     flop_weight: float
 
 
-# Fitted (least squares on relative error, non-negative) by benchmarks/time_model.py to the last of two 25-step
-# epochs of `autopipe train` on 2 cores, 1.5 mm heads, calibrated throughput 108 GFLOP/s, 2026-12-06.
+# Fitted (least squares on relative error, non-negative) to 25-step epochs of `autopipe train` timed by
+# benchmarks/time_model.py on 2 cores, 1.5 mm heads, calibrated throughput 108 GFLOP/s, 2026-12-06: the first
+# epoch of each U-Net, and for 3D 48^3 base 8 and 16 and 2D 48^2 base 32 the second of two (within 6% of the first).
 CPU_STEP_COST = {3: CpuStepCost(0.0, 3.2e-8, 0.20), 2: CpuStepCost(0.114, 5.5e-9, 0.69)}
 CPU_ITERATIONS_PER_EPOCH = 50
 DEFAULT_CPU_HOURS = 1.0
@@ -80,10 +81,9 @@ class TimedPlan:
 
 
 def time_terms(unet: UNetPlan, in_channels: int, num_classes: int, hardware: HardwarePlan) -> dict[str, float]:
-    """The parts of one training step's time: "compute" (FLOPs / throughput, weighted on a CPU), "augment"
-    (augmentation, s),
-    "activations" (feature-map values, nnU-Net's memory proxy x batch) and "overhead" (the CPU's per-activation
-    and per-step seconds; 0 on a GPU)."""
+    """The parts of one training step's time, in seconds: "compute" (FLOPs / throughput, weighted on a CPU),
+    "augment" and "overhead" (the CPU's per-activation and per-step cost; 0 on a GPU); and "activations", the
+    feature-map values (nnU-Net's memory proxy x batch)."""
     dim = len(unet.patch_size)
     flops = training_flops(unet.patch_size, unet.topology, unet.features, in_channels, num_classes, unet.batch_size)
     activations = unet.batch_size * feature_map_size(unet.patch_size, unet.topology.strides, unet.features,

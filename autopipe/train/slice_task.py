@@ -155,7 +155,7 @@ class SliceRun:
                     group["lr"] = lr
                 batch = self._batch(ref)
                 optimizer.zero_grad(set_to_none=True)
-                loss, _, _ = slice_loss(self.task.model, model, batch, self._weights(), self.reconstruct)
+                loss, _, _ = slice_loss(self.task.model, model, batch, self.task.settings, self.reconstruct)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                 optimizer.step()
@@ -172,7 +172,7 @@ class SliceRun:
         refs = self.val_refs[self.ranks.rank::self.ranks.world_size]
         for ref in refs:
             batch = self._batch(ref)
-            loss, _, output = slice_loss(self.task.model, model, batch, self._weights(), self.reconstruct)
+            loss, _, output = slice_loss(self.task.model, model, batch, self.task.settings, self.reconstruct)
             loss_sum += loss
             logits = output.segmentation if isinstance(output, MultitaskOutput) and output.segmentations else output
             if isinstance(logits, torch.Tensor):
@@ -182,10 +182,6 @@ class SliceRun:
         tp, fp, fn = total[2:]
         dice = float(np.nanmean(pseudo_dice(tp[None], fp[None], fn[None]))) if (2 * tp + fp + fn) > 0 else math.nan
         return {"val_loss": float(total[0] / total[1].clamp(min=1)), "pseudo_dice": dice}
-
-    def _weights(self) -> tuple[float, float, str]:
-        s = self.task.settings
-        return s.segmentation_weight, s.reconstruction_weight, s.segmentation_supervision
 
     def _batch(self, ref: SliceRef) -> dict:
         batch = load_slice(self.task.kspace_dir, ref, self.device)
@@ -222,13 +218,13 @@ def segmentation_input(model: str, batch: dict[str, torch.Tensor],
     return reconstruct(batch).abs()[:, None]
 
 
-def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], weights: tuple[float, float, str],
+def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], settings: SliceSettings,
                reconstruct: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, dict[str, float], MultitaskOutput | torch.Tensor]:
     """Loss of one batch for `model`: (loss, its float parts, the network's output).
 
-    weights = (segmentation weight, reconstruction weight, segmentation supervision) for the combined loss of the
-    models that do both (see multitask_loss).
+    The settings' segmentation and reconstruction weights and segmentation supervision shape the combined loss
+    of the models that do both (see multitask_loss).
     """
     spec = SLICE_MODELS[model]
     if not spec.segments:
@@ -240,8 +236,10 @@ def slice_loss(model: str, network: nn.Module, batch: dict[str, torch.Tensor], w
         loss = segmentation_loss(logits, batch["segmentation"])
         return loss, {"segmentation": loss.item(), "total": loss.item()}, logits
     output = network(batch["kspace"], batch["maps"], batch["mask"])
-    loss, parts = multitask_loss(output, batch["target"], batch["segmentation"], segmentation_weight=weights[0],
-                                 reconstruction_weight=weights[1], supervision=weights[2])
+    loss, parts = multitask_loss(output, batch["target"], batch["segmentation"],
+                                 segmentation_weight=settings.segmentation_weight,
+                                 reconstruction_weight=settings.reconstruction_weight,
+                                 supervision=settings.segmentation_supervision)
     return loss, parts, output
 
 
