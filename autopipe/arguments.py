@@ -53,6 +53,9 @@ def synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kspace-slices", type=int, default=12, help="slices per k-space file")
     p.add_argument("--tasks", default="segmentation,reconstruction,hand_function",
                    help="which tasks' data to write (comma-separated)")
+    p.add_argument("--labels", default="auto", choices=("auto", "lesion", "tissue"),
+                   help="label maps: lesion (0/1), or tissue (CSF 1, grey matter 2, white matter 3, lesion 4) as "
+                        "MTLRS segments; auto (default): tissue when k-space is written, else lesion")
     p.add_argument("--force", action="store_true", help="replace an existing synthetic cohort at OUT")
 
 

@@ -113,7 +113,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         num_cases=args.cases, num_test_cases=args.test_cases, seed=args.seed, spacing=args.spacing,
         orientation=args.orientation.upper(), channels=tuple(comma_list(args.channels)),
         coils=args.coils, acceleration=args.acceleration, mask_type=args.mask, kspace_slices=args.kspace_slices,
-        tasks=tuple(comma_list(args.tasks)))
+        tasks=tuple(comma_list(args.tasks)), labels=args.labels)
     summary = synthesize_atomically(args.out, options, workers=args.workers, force=args.force,
                                     progress=not args.quiet)
     log.info("wrote %s", args.out)

@@ -87,8 +87,12 @@ def test_train_under_torchrun_trains_the_reconstruction_approaches_and_compares_
     assert comparison["methods"] == ["zero_filled", "cg_sense", "cs", "pretrained", "sequential", "end_to_end",
                                      "joint", "mtlrs"]
     for method, subjects in comparison["per_subject"].items():
-        for row in subjects.values():
-            assert 0 < row["ssim"] <= 1 and row["nmse"] >= 0, method
+        for row in subjects.values():  # a network trained for one epoch may still give a worthless image
+            assert (0 if method in ("zero_filled", "cg_sense", "cs") else -1) < row["ssim"] <= 1, method
+            assert row["nmse"] >= 0, method
+            if method not in ("zero_filled", "cg_sense", "cs"):  # tissue + lesion labels: every class is scored
+                assert {"dice", "dice_csf", "dice_grey_matter", "dice_white_matter", "dice_lesion",
+                        "dice_combined"} <= set(row), method
 
 
 def test_predict_writes_masks_on_the_input_grid_and_evaluate_summarizes(trained, tmp_path, capsys):
@@ -130,5 +134,6 @@ def test_a_known_label_survives_export_to_the_scan(trained, tmp_path):
         out = export_prediction(seg, read_properties(properties), folder, reference, tmp_path / f"{case}.nii.gz")[0]
         exported, label = nib.load(out), nib.load(cohort / "labelsTr" / f"{case}.nii.gz")
         assert np.array_equal(exported.affine, nib.load(reference).affine)
-        a, b = np.asanyarray(exported.dataobj) > 0, np.asanyarray(label.dataobj) > 0
+        lesion = json.loads((cohort / "dataset.json").read_text())["labels"]["lesion"]  # tissue + lesion labels
+        a, b = np.asanyarray(exported.dataobj) > 0, np.asanyarray(label.dataobj) == lesion
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7

@@ -96,7 +96,10 @@ def test_predict_writes_the_slab_on_the_image_grid_and_leaves_the_file_alone(tra
     expected_affine = slab_affine(np.asarray(affine, float).reshape(4, 4), axis, indices)
     shape = slab_volume(np.zeros((slices, H, W)), axis).shape
     reconstruction, lesions = nib.load(out / "PVL_001_reconstruction.nii.gz"), nib.load(out / "PVL_001_lesions.nii.gz")
-    for image in (reconstruction, lesions):
+    classes = nib.load(out / "PVL_001_classes.nii.gz")  # tissue + lesion labels: the class map too
+    assert set(np.unique(np.asanyarray(classes.dataobj)).tolist()) <= {0, 1, 2, 3, 4}
+    assert np.array_equal(np.asanyarray(lesions.dataobj), (np.asanyarray(classes.dataobj) == 4).astype(np.uint8))
+    for image in (reconstruction, lesions, classes):
         assert image.shape == shape
         np.testing.assert_allclose(image.affine, expected_affine, atol=1e-4)
         assert image.header["sform_code"] == 1 and image.header["qform_code"] == 1

@@ -7,11 +7,12 @@ checkpoint alone (never from a plan that may have changed since).
                                                                       deep_supervision
     JointUNet               the same with a hand-function head        the same, plus hand_head: true
     CIRIM                   models.cirim                              cascades, time_steps, hidden_channels, cell
-    AttentionUNet2d         models.attention_unet (1 magnitude        channels, poolings
-                            channel in, background and lesion out)
+    AttentionUNet2d         models.attention_unet (1 magnitude        channels, poolings, classes (default 2:
+                            channel in, one logit per class out)      background and lesion)
     ReconstructThenSegment  CIRIM, then the AttentionUNet2d           reconstruction, segmentation (their kwargs)
     MTLRS                   models.mtlrs (coupled or not)             CIRIM's, segmentation_channels, poolings,
-                                                                      coupled, coupling_init
+                                                                      coupled, coupling_init, classes,
+                                                                      coupling_classes
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from autopipe.models.unet import PlainConvUNet
 
 
 def _attention_unet(kwargs: dict) -> AttentionUNet2d:
-    return AttentionUNet2d(in_channels=1, num_classes=2, **kwargs)
+    kwargs = dict(kwargs)
+    return AttentionUNet2d(in_channels=1, num_classes=kwargs.pop("classes", 2), **kwargs)
 
 
 ARCHITECTURES: dict[str, Callable[[dict], nn.Module]] = {

@@ -1,9 +1,10 @@
 """Multitask reconstruction + segmentation: MTLRS (Karkalousos et al., MIDL 2023) and reconstruct-then-segment.
 
 MTLRS: each cascade is a RIM block followed by an Attention U-Net on the magnitude of the cascade's last
-image. Coupled (MTLRS proper): after every cascade but the last, |x| * p_lesion, with p_lesion the softmax
-lesion probability, is tiled over the hidden channels and added to both recurrent hidden states carried into
-the next cascade, so the segmentation steers the reconstruction; gradients flow through this coupling.
+image. Coupled (MTLRS proper): after every cascade but the last, |x| * p_k for every coupled class k (the
+softmax probabilities; by default every foreground class, as the public code tiles every segmentation class)
+is tiled over the hidden channels (channel j gets class j mod K) and added to both recurrent hidden states
+carried into the next cascade, so the segmentation steers the reconstruction; gradients flow through it.
 Uncoupled: the same network without the addition (the "joint" baseline). The addition is scaled by a learned
 gate per hidden channel, 1 at the start (published); a warm start from a trained CIRIM keeps it at 1.
 """
@@ -23,7 +24,7 @@ from autopipe.mri import operators
 
 @dataclass
 class MultitaskOutput:
-    """estimates[cascade][step]: [B, H, W] complex images; segmentations: one logits [B, 2, H, W] per cascade."""
+    """estimates[cascade][step]: [B, H, W] complex images; segmentations: one logits [B, K, H, W] per cascade."""
 
     estimates: list[list[torch.Tensor]]
     segmentations: list[torch.Tensor]
@@ -35,7 +36,7 @@ class MultitaskOutput:
 
     @property
     def segmentation(self) -> torch.Tensor:
-        """The final segmentation logits [B, 2, H, W]."""
+        """The final segmentation logits [B, K, H, W]."""
         return self.segmentations[-1]
 
 
@@ -45,20 +46,31 @@ def _magnitude(image: torch.Tensor) -> torch.Tensor:
 
 
 class MTLRS(nn.Module):
-    """`cascades` x (RIMBlock -> AttentionUNet2d), each with its own parameters; forward -> MultitaskOutput."""
+    """`cascades` x (RIMBlock -> AttentionUNet2d), each with its own parameters; forward -> MultitaskOutput.
+
+    `classes`: segmentation classes, background first; `coupling_classes`: the class indices whose
+    probabilities feed the hidden states (default: every foreground class)."""
 
     def __init__(self, cascades: int, time_steps: int, hidden_channels: int, segmentation_channels: int,
-                 poolings: int = 2, coupled: bool = True, cell: str = "IndRNN", coupling_init: float = 1.0) -> None:
+                 poolings: int = 2, coupled: bool = True, cell: str = "IndRNN", coupling_init: float = 1.0,
+                 classes: int = 2, coupling_classes: tuple[int, ...] | list[int] | None = None) -> None:
         super().__init__()
         if cascades < 1:
             raise ValueError(f"cascades must be >= 1, got {cascades}")
+        coupling_classes = tuple(range(1, classes)) if coupling_classes is None else tuple(coupling_classes)
+        if not coupling_classes or not all(0 < k < classes for k in coupling_classes):
+            raise ValueError(f"coupling_classes must be foreground classes 1..{classes - 1}, got {coupling_classes}")
         self.coupled = coupled
+        # hidden channel j carries class coupling_classes[j mod K]
+        self.register_buffer("coupling_index", torch.tensor(coupling_classes)[torch.arange(hidden_channels)
+                                                                               % len(coupling_classes)],
+                             persistent=False)
         # learned per-channel strength of the coupling into each hidden state after each cascade but the last:
         # 1 adds |x| * p_lesion as published (0 would start as the uncoupled network); learned from there
         self.coupling_gates = nn.Parameter(torch.full((max(cascades - 1, 0), 2, hidden_channels, 1, 1),
                                                       float(coupling_init)), requires_grad=coupled)
         self.reconstructors = nn.ModuleList(RIMBlock(hidden_channels, time_steps, cell) for _ in range(cascades))
-        self.segmenters = nn.ModuleList(AttentionUNet2d(1, 2, segmentation_channels, poolings)
+        self.segmenters = nn.ModuleList(AttentionUNet2d(1, classes, segmentation_channels, poolings)
                                         for _ in range(cascades))
 
     def forward(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None) -> MultitaskOutput:
@@ -74,8 +86,8 @@ class MTLRS(nn.Module):
             estimates.append(steps)
             segmentations.append(logits)
             if self.coupled and c < last:
-                # softmax lesion probability (not a min-max normalization); broadcast over the hidden channels
-                coupling = magnitude * logits.softmax(1)[:, 1:2]
+                # softmax probabilities (not a min-max normalization), tiled over the hidden channels
+                coupling = magnitude * logits.softmax(1)[:, self.coupling_index]
                 hidden = [h + gate * coupling for h, gate in zip(hidden, self.coupling_gates[c], strict=True)]
         return MultitaskOutput(estimates, segmentations)
 

@@ -10,6 +10,9 @@ Five ways to do both tasks (the MTLRS paper's four and the uncoupled ablation) n
     joint                       MTLRS cascades without the coupling (segmentation in every cascade)
     mtlrs                       MTLRS: segmentations fed into the next cascade's hidden states
 
+Segmentation parts output one logit per class of plans.multitask.segmentation_classes (dataset.json's labels:
+tissue and lesions where the cohort labels both).
+
 Every reconstruction part has the size of plans.reconstruction and every segmentation part that of
 plans.multitask, so the approaches differ only in how they are trained.
 """
@@ -42,7 +45,7 @@ class SliceModel:
 
     architecture: str  # a key of autopipe.models.architectures.ARCHITECTURES
     reconstructs: bool  # has a CIRIM part, trained on the image (and warm-started from a trained cirim)
-    segments: bool  # outputs lesion logits, so its slices need lesion labels
+    segments: bool  # outputs class logits, so its slices need labels
     sees: str = "kspace"
     coupled: bool = False  # MTLRS: segmentations feed the next cascade's hidden states
 
@@ -103,13 +106,16 @@ def model_kwargs(name: str, plans: Plans) -> dict:
     model = SLICE_MODELS[name]
     if model.architecture == "CIRIM":
         return recon
-    seg = {"channels": m.segmentation_channels, "poolings": m.segmentation_poolings}
+    classes = len(m.segmentation_classes)
+    seg = {"channels": m.segmentation_channels, "poolings": m.segmentation_poolings, "classes": classes}
     if model.architecture == "AttentionUNet2d":
         return seg
     if model.architecture == "ReconstructThenSegment":
         return {"reconstruction": recon, "segmentation": seg}
+    coupling = list(m.lesion_classes) if m.coupling == "lesion" else list(range(1, classes))
     return {**recon, "segmentation_channels": m.segmentation_channels, "poolings": m.segmentation_poolings,
-            "coupled": model.coupled, "coupling_init": COUPLING_INIT}
+            "coupled": model.coupled, "coupling_init": COUPLING_INIT, "classes": classes,
+            "coupling_classes": coupling}
 
 
 def build_model(name: str, kwargs: dict) -> nn.Module:

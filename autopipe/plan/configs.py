@@ -69,6 +69,11 @@ SEGMENTATION_SUPERVISION = {
     "final_cascade": "only the last cascade's segmentation is in the loss (the public MTLRS code)",
     "every_cascade": "every cascade's segmentation, weights increasing over cascades (an autopipe option)",
 }
+COUPLINGS = {
+    "every_class": "|image| x the probability of every foreground class, tiled over the hidden channels (the "
+                   "public code tiles every segmentation class)",
+    "lesion": "|image| x the lesion probability only (an ablation: a sparse signal where lesions are few)",
+}
 CLASS_WEIGHTS = {"balanced": "weights inversely proportional to class frequency", "none": "equal weights"}
 HAND_FEATURES = {
     "lesion_map": "lesion fraction per cell of a coarse grid in template space",
@@ -290,6 +295,9 @@ class MultitaskPlan:
     segmentation_weight: float = 0.9
     reconstruction_weight: float = 0.1
     segmentation_supervision: Annotated[str, Choice(SEGMENTATION_SUPERVISION)] = "final_cascade"
+    segmentation_classes: tuple[str, ...] = ("background", "lesion")  # dataset.json's labels, in value order
+    lesion_classes: tuple[int, ...] = (1,)  # positions in segmentation_classes that are lesion
+    coupling: Annotated[str, Choice(COUPLINGS)] = "every_class"
     approaches: tuple[Annotated[str, Choice(APPROACHES)], ...] = ("pretrained", "sequential", "end_to_end", "joint",
                                                                   "mtlrs")
     warm_start: bool = True  # end_to_end, joint and mtlrs start from the fold's trained CIRIM
@@ -301,6 +309,13 @@ class MultitaskPlan:
                         "reconstruction_weight")
         check(len(self.approaches) > 0 and len(set(self.approaches)) == len(self.approaches), "approaches",
               f"one or more distinct approaches expected, got {list(self.approaches)}")
+        check(len(self.segmentation_classes) >= 2 and len(set(self.segmentation_classes)) ==
+              len(self.segmentation_classes), "segmentation_classes",
+              f"background and at least one distinct class expected, got {list(self.segmentation_classes)}")
+        check(len(self.lesion_classes) > 0 and all(0 < k < len(self.segmentation_classes)
+                                                   for k in self.lesion_classes), "lesion_classes",
+              f"positions 1..{len(self.segmentation_classes) - 1} of segmentation_classes expected, got "
+              f"{list(self.lesion_classes)}")
 
 
 @dataclass(frozen=True)

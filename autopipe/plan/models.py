@@ -111,9 +111,11 @@ def plan_reconstruction(kspace: dict | None, hardware: HardwarePlan, budget: Bud
     )  # type: ignore[return-value]
 
 
-def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan,
-                   budget: BudgetPlan) -> MultitaskPlan | None:
-    """MTLRS when there is k-space and lesion labels for its slices; sized like the reconstruction."""
+def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan, budget: BudgetPlan,
+                   labels: dict[str, int] | None = None, lesion_labels: tuple[int, ...] = (1,)
+                   ) -> MultitaskPlan | None:
+    """MTLRS when there is k-space and labels for its slices; sized like the reconstruction. Its models segment
+    every class of `labels` (dataset.json's), as MTLRS segments brain tissue and lesions."""
     if not kspace or not (has_labels or kspace["with_segmentation"]):
         return None
     matrix, coils = tuple(kspace["matrix"]), int(kspace["coils"])
@@ -121,6 +123,8 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
     cascades, steps, hidden = size
     epochs, epochs_reason = _epochs(seconds, kspace, budget)
     source = "k-space files" if kspace["with_segmentation"] else "labelsTr through slice_indices"
+    classes = dict(sorted((labels or {"background": 0, "lesion": lesion_labels[0]}).items(), key=lambda kv: kv[1]))
+    lesions = tuple(i for i, v in enumerate(classes.values()) if v in lesion_labels)
     return planned(
         MultitaskPlan,
         cascades=(cascades, size_reason), time_steps=(steps, size_reason), hidden_channels=(hidden, size_reason),
@@ -134,6 +138,12 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
                                            "'every_cascade' adds the earlier ones with weights increasing over "
                                            "cascades, which leaves the final segmentation 0.46 of the "
                                            "segmentation loss in 5 cascades against 1 in end_to_end"),
+        segmentation_classes=(tuple(classes), "every label dataset.json declares, in value order: MTLRS segments "
+                                              "brain tissue and lesions where the labels have both"),
+        lesion_classes=(lesions, "the classes whose labels are lesion labels: the lesion metrics and predicted "
+                                 "lesion maps use them"),
+        coupling=(DEFAULT, "the public code tiles |image x segmentation| of every class over the hidden channels"
+                  + ("" if len(classes) > 2 else "; here that is the lesion class alone")),
         approaches=(DEFAULT, "the paper's comparison on the same folds: pretrained, sequential, end_to_end, joint "
                              "(MTLRS's cascades without the coupling, which separates the coupling's effect from "
                              "the cascades') and mtlrs"),

@@ -103,7 +103,7 @@ def build_plans(fingerprint: dict, hardware: HardwarePlan, budget: BudgetPlan) -
     segmentation = plan_segmentation(spacings, shapes, len(fingerprint["channel_names"]), NUM_CLASSES, hardware,
                                      budget, training_extent(preprocessing), target=(target, target_reason))
     hand = plan_hand_function(fingerprint["clinical"], list(segmentation.configurations))
-    multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget)
+    multitask = plan_multitask(fingerprint["kspace"], True, hardware, budget, fingerprint["labels"], lesion_labels)
     return Plans(
         dataset=fingerprint["dataset"],
         hardware=hardware,

@@ -6,7 +6,9 @@ the chosen approach of every trained fold runs slice by slice; the folds' comple
 probabilities are averaged. Outputs, in the raw file's intensity units:
 
     CASE_reconstruction.nii.gz    magnitude image of the slab, float32
-    CASE_lesions.nii.gz           lesion probability > 0.5, uint8
+    CASE_lesions.nii.gz           1 where the most probable class is a lesion class, uint8
+    CASE_classes.nii.gz           where the models segment tissue too: the most probable class, uint8, as
+                                  its position in plans.multitask.segmentation_classes
 
 Geometry: the file's `affine` attribute (the image volume's), restricted to the slab's slices along
 `slice_axis`; without one, the image CASE_0000.nii.gz beside it, else 1 mm voxels at the origin (a
@@ -31,7 +33,7 @@ from autopipe.layout import SUMMARY_FILE, comparison_dir, slice_model_dir
 from autopipe.models.slice_models import APPROACH_MODELS
 from autopipe.paths import Workspace
 from autopipe.plan.configs import Plans
-from autopipe.predict.slice_inference import available_approaches, load_fold_models, run_approach
+from autopipe.predict.slice_inference import available_approaches, class_map, load_fold_models, run_approach
 from autopipe.preprocess.kspace_prep import prepare_kspace_case
 from autopipe.preprocess.kspace_slices import SliceRef, load_slice
 from autopipe.progress import Progress
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RECONSTRUCTION_SUFFIX = "_reconstruction.nii.gz"
 LESIONS_SUFFIX = "_lesions.nii.gz"
+CLASSES_SUFFIX = "_classes.nii.gz"
 
 
 def slab_affine(affine: np.ndarray, axis: int, indices: np.ndarray) -> np.ndarray:
@@ -151,9 +154,13 @@ def _predict_one(source: Path, prepared: Path, output_dir: Path, approach: str, 
     axis = int(attrs.get("slice_axis", 0))
     affine = _affine(source, attrs, axis)
     magnitude = slab_volume(np.abs(np.stack(images)) * scale, axis).astype(np.float32)
-    lesions = slab_volume(np.stack(probabilities) > 0.5, axis).astype(np.uint8)
+    classes = class_map(np.stack(probabilities))
+    lesions = slab_volume(np.isin(classes, plans.multitask.lesion_classes), axis).astype(np.uint8)
+    outputs = [(RECONSTRUCTION_SUFFIX, magnitude), (LESIONS_SUFFIX, lesions)]
+    if len(plans.multitask.segmentation_classes) > 2:
+        outputs.append((CLASSES_SUFFIX, slab_volume(classes, axis)))
     paths = []
-    for suffix, array in ((RECONSTRUCTION_SUFFIX, magnitude), (LESIONS_SUFFIX, lesions)):
+    for suffix, array in outputs:
         out = output_dir / f"{source.stem}{suffix}"
         image = nib.Nifti1Image(array, affine)
         image.set_qform(affine, code=1)

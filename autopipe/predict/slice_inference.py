@@ -1,7 +1,7 @@
 """Reconstruct and segment the slices of a prepared k-space file with every method of the comparison.
 
 Methods: the classical reconstructions (zero_filled, cg_sense, cs: image only) and the approaches of the
-plan (pretrained, sequential, end_to_end, joint, mtlrs: image and lesion probability). Images stay in
+plan (pretrained, sequential, end_to_end, joint, mtlrs: image and class probabilities). Images stay in
 the prepared file's units (its `scale` attribute takes them back to the raw file's).
 """
 
@@ -27,10 +27,21 @@ CG_ITERATIONS = 10
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One case's slices by one method: complex image [S, H, W]; lesion probability [S, H, W] or None."""
+    """One case's slices by one method: complex image [S, H, W]; class probabilities [S, K, H, W] or None."""
 
     image: np.ndarray
-    probability: np.ndarray | None
+    probabilities: np.ndarray | None
+
+
+def class_map(probabilities: np.ndarray) -> np.ndarray:
+    """[S, K, H, W] class probabilities -> [S, H, W] the most probable class index (uint8)."""
+    return probabilities.argmax(1).astype(np.uint8)
+
+
+def lesion_mask(probabilities: np.ndarray, lesion_classes: tuple[int, ...] | list[int]) -> np.ndarray:
+    """[S, K, H, W] class probabilities -> [S, H, W] bool: the most probable class is a lesion class (with
+    background and lesion alone: lesion probability > 0.5)."""
+    return np.isin(class_map(probabilities), lesion_classes)
 
 
 def load_fold_models(model_dirs: dict[str, Path], device: torch.device, checkpoint: str = "final"
@@ -47,7 +58,7 @@ def available_approaches(approaches: list[str] | tuple[str, ...], models: dict[s
 @torch.no_grad()
 def run_approach(approach: str, models: dict[str, nn.Module], batch: dict[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(complex image [B, H, W], lesion probability [B, H, W]) of one approach on a batch of slices."""
+    """(complex image [B, H, W], class probabilities [B, K, H, W]) of one approach on a batch of slices."""
     if approach in ("pretrained", "sequential"):
         image = models["cirim"](batch["kspace"], batch["maps"], batch["mask"])[-1][-1]
         segmenter = models["segmentation_fully_sampled" if approach == "pretrained" else "segmentation_on_cirim"]
@@ -55,7 +66,7 @@ def run_approach(approach: str, models: dict[str, nn.Module], batch: dict[str, t
     else:
         output: MultitaskOutput = models[approach](batch["kspace"], batch["maps"], batch["mask"])
         image, logits = output.image, output.segmentation
-    return image, logits.softmax(1)[:, 1]
+    return image, logits.softmax(1)
 
 
 @torch.no_grad()
@@ -93,16 +104,19 @@ def process_case(folder: Path, case: str, methods: list[str], models: dict[str, 
                 timings[method] = timings.get(method, 0.0) + time.perf_counter() - tick
             images[method].append(image[0].cpu().numpy())
             if probability is not None:
-                probabilities[method].append(probability[0].cpu().numpy())
+                probabilities[method].append(probability[0].cpu().numpy().astype(np.float32))
     return {m: CaseResult(np.stack(images[m]), np.stack(probabilities[m]) if probabilities[m] else None)
             for m in methods}
 
 
-def case_reference(folder: Path, case: str) -> dict[str, np.ndarray]:
-    """The case's fully sampled target [S, H, W] and lesion slices [S, H, W] (where the file has them)."""
+def case_reference(folder: Path, case: str) -> dict:
+    """The case's fully sampled target [S, H, W] and class-index slices [S, H, W] (where the file has them),
+    its scale, class names and lesion classes (files prepared before classes were stored: background, lesion)."""
     import h5py
 
     with h5py.File(folder / f"{case}.h5", "r") as f:
         out = {name: f[name][()] for name in ("target", "segmentation") if name in f}
         out["scale"] = float(f.attrs["scale"])
+        out["class_names"] = [str(n) for n in f.attrs.get("class_names", ["background", "lesion"])]
+        out["lesion_classes"] = [int(k) for k in f.attrs.get("lesion_classes", [1])]
     return out

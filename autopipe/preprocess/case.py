@@ -66,6 +66,7 @@ class CaseJob:
     kspace_dir: Path | None = None
     ct_stats: dict[int, dict] = field(default_factory=dict)
     qc: bool = True
+    classes: dict[str, int] | None = None  # dataset.json's labels: the classes of the k-space slices
 
 
 class Timer:
@@ -157,8 +158,8 @@ def preprocess_case(job: CaseJob) -> CaseProperties:
 
 
 def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None, np.ndarray | None]:
-    """(channel 0's geometry as stored, every channel in RAS float32, the binarized label in RAS and as stored,
-    or None twice)."""
+    """(channel 0's geometry as stored, every channel in RAS float32, the binarized label in RAS, and the label
+    with its values as stored (the k-space slices keep every class), or None twice)."""
     native = read_header(job.images[0])
     channels = []
     for path in job.images:
@@ -169,14 +170,14 @@ def _read(job: CaseJob) -> tuple[Header, list[Volume], np.ndarray | None, np.nda
         channels.append(to_ras(volume.with_data(np.nan_to_num(volume.data, nan=0.0, posinf=0.0, neginf=0.0))))
     if job.label is None:
         return native, channels, None, None
-    stored = read_volume(job.label)
-    stored = stored.with_data(binarize(stored.data, job.plan.lesion_labels))
+    raw = read_volume(job.label)
+    stored = raw.with_data(binarize(raw.data, job.plan.lesion_labels))
     label = to_ras(stored)
     if not _same_grid(label, channels[0]):
         raise CaseError(f"{job.label.name}: its grid ({dims(label.shape)}, spacing "
                         f"{dims(label.spacing)}) differs from {job.images[0].name} ({dims(channels[0].shape)}, "
                         f"{dims(channels[0].spacing)}); resample the label onto the first channel's grid")
-    return native, channels, label.data, stored.data
+    return native, channels, label.data, raw.data
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
@@ -321,10 +322,11 @@ def _write_qc(job: CaseJob, reference: Volume, raw: np.ndarray, corrected: np.nd
 def _prepare_kspace(job: CaseJob, stored_label: np.ndarray | None) -> dict:
     """The case's k-space file prepared for the reconstruction trainer (coil maps, scaling, per-slice storage).
 
-    Slices index the channel-0 image as stored (not reoriented), so the binarized label comes in that order.
+    Slices index the channel-0 image as stored (not reoriented), so the label comes in that order, with its
+    values: the slices keep every class of dataset.json.
     """
     from autopipe.preprocess.kspace_prep import prepare_kspace_case
 
     destination = job.kspace_dir / f"{job.case_id}.h5"
-    return prepare_kspace_case(job.kspace, destination, label=stored_label, lesion_labels=(1,),
-                               coil_method=job.plan.coil_maps)
+    return prepare_kspace_case(job.kspace, destination, label=stored_label, lesion_labels=job.plan.lesion_labels,
+                               classes=job.classes, coil_method=job.plan.coil_maps)

@@ -7,7 +7,9 @@ slice at a time (every dataset is chunked per slice):
     mask             uint8 [H, W]            the sampling pattern, always 2D (1D line masks broadcast along H)
     sensitivity_map  complex64 [S, C, H, W]  coil maps estimated from the acquired calibration region
     target           complex64 [S, H, W]     fully sampled SENSE image / scale (only if there is a reference)
-    segmentation     uint8 [S, H, W]         1 where a lesion label, else 0 (only if labels are known)
+    segmentation     uint8 [S, H, W]         class index per pixel (only if labels are known): with `classes`
+                                             the position of the label's value among them (attrs class_names,
+                                             lesion_classes), else 1 where a lesion label and 0 elsewhere
 
 Everything the maps and the scale are computed from is available at test time (the undersampled data
 alone), so training and inference prepare a case identically. `scale` is the 99th percentile of the
@@ -54,14 +56,16 @@ COIL_METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
 
 
 def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | None = None,
-                        lesion_labels: tuple[int, ...] = (1,), coil_method: str = "espirit",
-                        calibration_size: int | None = None) -> dict:
+                        lesion_labels: tuple[int, ...] = (1,), classes: dict[str, int] | None = None,
+                        coil_method: str = "espirit", calibration_size: int | None = None) -> dict:
     """Write the trainer's file for one raw k-space file (never modified); returns a summary.
 
     Fully sampled files (attr fully_sampled) are undersampled here by their mask and give the target
     sum_c conj(S_c) F^-1 y_c with the estimated maps; already undersampled files have a target only if
     they carry `reconstruction_sense`. `label` (the case's label volume on channel 0's voxel grid) gives
-    the segmentation slices when the file has none. `calibration_size` defaults to the file's attribute.
+    the segmentation slices when the file has none. `classes` (name -> label value, background first) are
+    the classes the multitask models segment; values not among them become background. Without it the
+    slices are binary: lesion (`lesion_labels`) or not. `calibration_size` defaults to the file's attribute.
     Summary: slices, coils, matrix, scale, seconds {coil_maps, total}, has_target, has_segmentation,
     calibration_fully_sampled (False: the mask has holes in the calibration square, so maps are poor).
     """
@@ -106,7 +110,9 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
         target, target_source = raw["reconstruction_sense"], "reconstruction_sense"
     else:
         target, target_source = None, "none"
-    segmentation = _segmentation(raw.get("segmentation"), label, attrs, (S, H, W), lesion_labels, source.name)
+    classes = classes or {"background": 0, "lesion": lesion_labels[0]}
+    class_values = _class_values(classes, lesion_labels)
+    segmentation = _segmentation(raw.get("segmentation"), label, attrs, (S, H, W), class_values, source.name)
 
     datasets = {"kspace": acquired / np.float32(scale), "sensitivity_map": maps,
                 "target": None if target is None else np.asarray(target, np.complex64) / np.float32(scale),
@@ -116,6 +122,7 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
         "calibration_size": calibration_size,
         "calibration_fully_sampled": bool(mask[calibration_region((H, W), calibration_size)].all()),
         "source_fully_sampled": fully_sampled, "target_source": target_source, "source": source.name,
+        "class_names": list(classes), "lesion_classes": np.asarray(lesion_classes(classes, lesion_labels), np.int64),
         **{key: attrs[key] for key in ("acceleration", "effective_acceleration", "mask_type", "slice_axis")
            if key in attrs},
     }
@@ -173,9 +180,23 @@ def _mask_2d(mask: np.ndarray | None, kspace: np.ndarray, fully_sampled: bool, n
     return np.ascontiguousarray(np.broadcast_to(mask != 0, (H, W))).astype(np.uint8)
 
 
+def lesion_classes(classes: dict[str, int], lesion_labels: tuple[int, ...]) -> tuple[int, ...]:
+    """Class indices (positions in `classes`) whose label value is a lesion label."""
+    return tuple(i for i, value in enumerate(classes.values()) if value in lesion_labels)
+
+
+def _class_values(classes: dict[str, int], lesion_labels: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Per class index, the label values it takes: the binary lesion class takes every lesion label."""
+    values = list(classes.values())
+    if len(values) == 2 and values[1] in lesion_labels:
+        return [(values[0],), tuple(lesion_labels)]
+    return [(v,) for v in values]
+
+
 def _segmentation(stored: np.ndarray | None, label: np.ndarray | None, attrs: dict, shape: tuple[int, int, int],
-                  lesion_labels: tuple[int, ...], name: str) -> np.ndarray | None:
-    """Binary lesion slices uint8 [S, H, W]: the file's segmentation, else the label volume's slices."""
+                  class_values: list[tuple[int, ...]], name: str) -> np.ndarray | None:
+    """Class-index slices uint8 [S, H, W] (index i where the label takes a value of class i, values of no
+    class become 0): the file's segmentation, else the label volume's slices."""
     if stored is None and label is not None:
         label = np.asarray(label)
         axis, indices = int(_attr(attrs, "slice_axis", name)), np.atleast_1d(_attr(attrs, "slice_indices", name))
@@ -186,7 +207,10 @@ def _segmentation(stored: np.ndarray | None, label: np.ndarray | None, attrs: di
         return None
     if stored.shape != shape:
         raise ValueError(f"{name}: segmentation slices have shape {stored.shape} but the k-space needs {shape}")
-    return np.isin(stored, lesion_labels).astype(np.uint8)
+    out = np.zeros(shape, np.uint8)
+    for index, values in enumerate(class_values[1:], start=1):
+        out[np.isin(stored, values)] = index
+    return out
 
 
 def _attr(attrs: dict, key: str, name: str) -> object:

@@ -31,8 +31,20 @@ def cases_with_kspace(folder: Path, cases: tuple[str, ...] | list[str]) -> list[
     return [c for c in cases if kspace_file(folder, c).is_file()]
 
 
-def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[SliceRef]:
-    """Every slice of `cases`, checked to hold a fully sampled target (and lesion labels when needed)."""
+def slice_classes(path: Path) -> tuple[str, ...]:
+    """The class names of a prepared file's segmentation slices (files prepared before classes were stored:
+    background and lesion)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = f.attrs.get("class_names")
+    return ("background", "lesion") if names is None else tuple(str(n) for n in names)
+
+
+def slice_refs(folder: Path, cases: list[str], need_segmentation: bool,
+               classes: tuple[str, ...] | None = None) -> list[SliceRef]:
+    """Every slice of `cases`, checked to hold a fully sampled target (and labels when needed, of the
+    `classes` the model segments when given)."""
     import h5py
 
     refs = []
@@ -41,6 +53,11 @@ def slice_refs(folder: Path, cases: list[str], need_segmentation: bool) -> list[
         with h5py.File(path, "r") as f:
             missing = [name for name in ("target", *(("segmentation",) if need_segmentation else ()))
                        if name not in f]
+        if need_segmentation and classes is not None and not missing and slice_classes(path) != tuple(classes):
+            raise AutopipeError(
+                f"case {case}: the prepared k-space slices are labelled {', '.join(slice_classes(path))} but the "
+                f"plan's models segment {', '.join(classes)}", where=str(path),
+                fix="run `autopipe preprocess --force` after changing the labels, or plan again")
         if missing:
             raise AutopipeError(
                 f"case {case}: the prepared k-space file has no {' and no '.join(missing)}", where=str(path),

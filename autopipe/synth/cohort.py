@@ -2,7 +2,8 @@
 
     out/dataset.json                    channels, labels, numTraining, clinical + kspace blocks
     out/imagesTr/PVL_001_0000.nii.gz    int16 FLAIR (channel 1: T1 when asked), one grid per case
-    out/labelsTr/PVL_001.nii.gz         uint8 binary lesion mask on the same grid
+    out/labelsTr/PVL_001.nii.gz         uint8 label map on the same grid: lesion (1), or, with tissue
+                                        labels, CSF 1, grey matter 2, white matter 3, lesion 4 (LABEL_SETS)
     out/imagesTs/...                    num_test_cases extra cases without labels
     out/clinical.csv                    case_id, hand_function (good/impaired), age, sex
     out/kspace/PVL_001.h5               multicoil k-space slab (autopipe.cohort.kspace_file layout)
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from autopipe.synth.subject import (
     stream,
     warm_up,
 )
+from autopipe.synth.tissues import TISSUE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ CASE_PREFIX = "PVL"
 DESCRIPTION = ("Synthetic brain MRI of patients with periventricular white-matter lesions, made by autopipe.synth "
                "from the ICBM152 2009 template: warped anatomy, skull and scalp, lesions, FLAIR contrast with "
                "bias field and Rician noise, multicoil k-space, and a hand-function label from motor lesion load.")
+LABEL_SETS = {
+    "lesion": {"background": 0, "lesion": 1},
+    "tissue": {"background": 0, "csf": 1, "grey_matter": 2, "white_matter": 3, "lesion": 4},
+}
+TISSUE_NAMES = {"csf": "csf", "grey_matter": "gm", "white_matter": "wm"}
+"""LABEL_SETS["tissue"] name -> the generator's tissue name (autopipe.synth.tissues.TISSUE_LABELS)."""
+"""The label maps `synth` can write. "tissue": brain tissue and lesions, as MTLRS segments them; skull, scalp and
+air are background, and the lesion voxels are those of "lesion" (the same threshold on the lesion fraction)."""
 REFERENCE = ("Fonov et al., NeuroImage 2011 (ICBM152 2009 template, via nilearn); autopipe.synth (this generator). "
              "Ground truth in groundtruth/.")
 
@@ -69,12 +79,15 @@ class SynthOptions:
     tasks: tuple[str, ...] = TASKS
     num_test_cases: int = 0
     dataset_name: str = "SynthPVL"
+    labels: str = "auto"  # a key of LABEL_SETS; auto: tissue where k-space is written (MTLRS), else lesion
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "orientation", str(self.orientation).upper())
+        if self.labels == "auto":
+            object.__setattr__(self, "labels", "tissue" if "reconstruction" in self.tasks else "lesion")
         _validate(self)
 
     def subject_spec(self) -> SubjectSpec:
@@ -98,6 +111,7 @@ def _validate(o: SynthOptions) -> None:
         (o.mask_type in MASK_KINDS, f"mask_type {o.mask_type!r} is not one of {sorted(MASK_KINDS)}"),
         (o.kspace_slices >= 1, f"kspace_slices must be >= 1, got {o.kspace_slices}"),
         (set(o.tasks) <= set(TASKS), f"tasks {o.tasks} must come from {TASKS}"),
+        (o.labels in LABEL_SETS, f"labels must be auto or one of {sorted(LABEL_SETS)}, got {o.labels!r}"),
         (o.dataset_name.isidentifier(), f"dataset_name {o.dataset_name!r} must be a plain name"),
     ]
     for ok, message in checks:
@@ -145,6 +159,8 @@ def synthesize_case(job: CaseJob) -> dict:
               "motor_lesion_load_ml": rendered.motor_load_ml, "hand_function": hand, "clinical": clinical}
     if rendered.kspace is not None:
         slab = rendered.kspace
+        if options.labels == "tissue":
+            slab = replace(slab, segmentation=_slab_labels(rendered, slab))
         if job.training:
             paths.append(write_kspace_file(root / "kspace" / f"{job.case_id}.h5", slab.kspace, slab.attrs,
                                            mask=slab.mask, reconstruction_sense=slab.reconstruction_sense,
@@ -164,8 +180,31 @@ def _write_images(root: Path, job: CaseJob, rendered: RenderedSubject) -> list[P
              for channel, image in enumerate(rendered.images.values())]
     if job.training:
         paths.append(write_volume(root / "labelsTr" / f"{job.case_id}{FILE_ENDING}",
-                                  Volume(rendered.lesion_label, affine), np.uint8))
+                                  Volume(label_map(rendered, job.options.labels), affine), np.uint8))
     return paths
+
+
+def label_map(rendered: RenderedSubject, labels: str) -> np.ndarray:
+    """The case's uint8 label map in LABEL_SETS[labels] values. Tissue: the largest fraction per voxel; lesion
+    where the lesion label is (lesion fraction >= 0.5, as in the lesion-only map), and white matter where the
+    lesion fraction is the largest but under half (lesions replace white matter)."""
+    if labels == "lesion":
+        return rendered.lesion_label.astype(np.uint8)
+    tissue, names = rendered.tissue_labels, LABEL_SETS["tissue"]
+    out = np.zeros(tissue.shape, np.uint8)
+    for name in ("csf", "grey_matter", "white_matter"):
+        out[tissue == TISSUE_LABELS[TISSUE_NAMES[name]]] = names[name]
+    out[tissue == TISSUE_LABELS["lesion"]] = names["white_matter"]
+    out[rendered.lesion_label > 0] = names["lesion"]
+    return out
+
+
+def _slab_labels(rendered: RenderedSubject, slab) -> np.ndarray:
+    """The k-space slab's slices of the tissue label map."""
+    from autopipe.synth.kspace import take_slices
+
+    axis, indices = slab.attrs["slice_axis"], np.asarray(slab.attrs["slice_indices"])
+    return take_slices(label_map(rendered, "tissue"), axis, indices).astype(np.uint8)
 
 
 def synthesize_cohort(out: Path, options: SynthOptions, workers: int = 1, progress: bool = True) -> dict:
@@ -238,7 +277,7 @@ def _generator(options: SynthOptions, records: list[dict], summary: dict) -> dic
 
 def _dataset_json(options: SynthOptions) -> dict:
     dataset = {"channel_names": {str(i): c for i, c in enumerate(options.channels)},
-               "labels": {"background": 0, "lesion": 1}, "numTraining": options.num_cases,
+               "labels": dict(LABEL_SETS[options.labels]), "numTraining": options.num_cases,
                "file_ending": FILE_ENDING, "name": options.dataset_name, "description": DESCRIPTION,
                "reference": REFERENCE, "synthetic": {"generator": "autopipe.synth", "seed": options.seed,
                                                      "groundtruth": f"{groundtruth.FOLDER}/generator.json"}}

@@ -136,6 +136,7 @@ def slice_jobs(fold: Fold, workspace: Workspace, models: list[str] | None = None
             name=name, fold=fold.name, out_dir=slice_model_dir(workspace, fold.spec.name, name, fold.name),
             plan_digest=fold.digest, train_cases=tuple(train_cases), val_cases=tuple(val_cases),
             task=SliceTask(name, model_kwargs(name, plans), kspace_dir(fold.preprocessed), settings,
-                           (plans.reconstruction if name == "cirim" else plans.multitask).seconds_per_iteration),
+                           (plans.reconstruction if name == "cirim" else plans.multitask).seconds_per_iteration,
+                           plans.multitask.segmentation_classes if plans.multitask else None),
             builds_on=Upstream("cirim", cirim) if builds_on_cirim(name, plans) else None))
     return jobs

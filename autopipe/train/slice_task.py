@@ -62,6 +62,7 @@ class SliceTask:
     kspace_dir: Path
     settings: SliceSettings
     planned_seconds_per_step: float | None = None  # the plan's estimate, to compare with what training measures
+    classes: tuple[str, ...] | None = None  # the segmentation classes, checked against the prepared slices
     best_key: ClassVar[str] = "best_val_loss"
     higher_is_better: ClassVar[bool] = False
 
@@ -94,7 +95,7 @@ class SliceTask:
                 f"lr {self.settings.learning_rate:g}")
 
     def describe_epoch(self, job: Job, r: dict, improved: bool) -> str:
-        dice = "" if math.isnan(r["pseudo_dice"]) else f", lesion pseudo Dice {r['pseudo_dice']:.3f}"
+        dice = "" if math.isnan(r["pseudo_dice"]) else f", pseudo Dice {r['pseudo_dice']:.3f}"
         return (f"{job.name} fold {job.fold} epoch {r['epoch'] + 1}/{self.settings.epochs}: train loss "
                 f"{r['train_loss']:.4f}, validation loss {r['val_loss']:.4f}{dice}{' (best)' if improved else ''}, "
                 f"lr {r['lr']:.2g}, {r['seconds']:.1f} s")
@@ -127,8 +128,8 @@ class SliceRun:
                  resumed: bool) -> None:
         self.task, self.job, self.device, self.ranks = task, job, device, ranks
         settings, spec = task.settings, SLICE_MODELS[task.model]
-        self.train_refs = slice_refs(task.kspace_dir, list(job.train_cases), spec.segments)
-        val_refs = slice_refs(task.kspace_dir, list(job.val_cases or job.train_cases), spec.segments)
+        self.train_refs = slice_refs(task.kspace_dir, list(job.train_cases), spec.segments, task.classes)
+        val_refs = slice_refs(task.kspace_dir, list(job.val_cases or job.train_cases), spec.segments, task.classes)
         self.val_refs = _evenly_spaced(val_refs, max(ranks.world_size, min(len(val_refs), settings.validation_slices)))
         self.reconstruct = None
         upstream = job.builds_on
@@ -165,10 +166,11 @@ class SliceRun:
 
     @torch.no_grad()
     def validate(self, model: nn.Module, epoch: int, history: list[dict]) -> dict:
-        """Mean loss and lesion pseudo Dice (nan for cirim) over the validation slices of every rank."""
+        """Mean loss and pseudo Dice (mean over the foreground classes; nan for cirim) over the validation
+        slices of every rank."""
         model.eval()
         device = self.device
-        loss_sum, counts = torch.zeros((), device=device), torch.zeros(3, device=device)
+        loss_sum, counts = torch.zeros((), device=device), None  # counts: [3, K - 1] tp, fp, fn per class
         refs = self.val_refs[self.ranks.rank::self.ranks.world_size]
         for ref in refs:
             batch = self._batch(ref)
@@ -176,11 +178,14 @@ class SliceRun:
             loss_sum += loss
             logits = output.segmentation if isinstance(output, MultitaskOutput) and output.segmentations else output
             if isinstance(logits, torch.Tensor):
-                counts += torch.stack([c.sum() for c in confusion_counts(logits, batch["segmentation"])]).to(counts)
-        total = sum_across_ranks(torch.cat([loss_sum.reshape(1), torch.tensor([float(len(refs))], device=device),
-                                            counts]))
-        tp, fp, fn = total[2:]
-        dice = float(np.nanmean(pseudo_dice(tp[None], fp[None], fn[None]))) if (2 * tp + fp + fn) > 0 else math.nan
+                batch_counts = torch.stack(confusion_counts(logits, batch["segmentation"])).to(loss_sum)
+                counts = batch_counts if counts is None else counts + batch_counts
+        head = torch.stack([loss_sum, torch.tensor(float(len(refs)), device=device)])
+        total = sum_across_ranks(head if counts is None else torch.cat([head, counts.flatten()]))
+        dice = math.nan
+        if counts is not None:
+            tp, fp, fn = total[2:].reshape(3, -1)
+            dice = float(np.nanmean(pseudo_dice(tp, fp, fn))) if (2 * tp + fp + fn).sum() > 0 else math.nan
         return {"val_loss": float(total[0] / total[1].clamp(min=1)), "pseudo_dice": dice}
 
     def _batch(self, ref: SliceRef) -> dict:

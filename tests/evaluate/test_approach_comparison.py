@@ -31,10 +31,47 @@ def test_dice_and_per_lesion_dice_of_a_known_mask_pair():
     probability[2, 5, 5:7] = 0.8
     probability[1, 6, 0] = 0.5  # not above 0.5: not lesion
     target = np.ones((3, 8, 8))
-    row = subject_metrics(target, labels, 0.5 * target, probability)
+    row = subject_metrics(target, labels, 0.5 * target, np.stack([1 - probability, probability], axis=1))
     assert row["dice"] == pytest.approx(20 / 22)
     assert row["per_lesion_dice"] == pytest.approx((1 + 4 / 6) / 2)
     assert row["nmse"] == pytest.approx(0.25)
+    assert "dice_combined" not in row  # background and lesion alone: no tissue classes
+
+
+def test_tissue_and_lesion_dice_per_class_and_combined():
+    """Classes background, csf, wm, lesion (3): csf found exactly (Dice 1), half of wm's 8 pixels called
+    csf (wm Dice 2 * 4 / (4 + 8) = 2/3; csf 2 * 4 / (4 + 8) = 2/3 with the extra 4), the lesion's 4 pixels
+    found plus 4 false ones (Dice 2 * 4 / (8 + 4) = 2/3). Lesion metrics stay lesion-only."""
+    labels = np.zeros((1, 8, 8), np.uint8)
+    labels[0, 0:2, 0:2] = 1  # csf, 4 pixels
+    labels[0, 4:6, 0:4] = 2  # wm, 8 pixels
+    labels[0, 6:8, 6:8] = 3  # lesion, 4 pixels
+    predicted = labels.copy()
+    predicted[0, 4:6, 0:2] = 1  # 4 wm pixels called csf
+    predicted[0, 6:8, 4:6] = 3  # 4 background pixels called lesion
+    probabilities = np.moveaxis(np.eye(4)[predicted], -1, 1) * 0.7 + 0.075  # argmax = predicted
+    row = subject_metrics(np.ones((1, 8, 8)), labels, np.ones((1, 8, 8)), probabilities,
+                          ("background", "csf", "wm", "lesion"), (3,))
+    assert row["dice_csf"] == pytest.approx(2 * 4 / (8 + 4))
+    assert row["dice_wm"] == pytest.approx(2 * 4 / (4 + 8))
+    assert row["dice_lesion"] == row["dice"] == pytest.approx(2 * 4 / (8 + 4))
+    assert row["dice_combined"] == pytest.approx(np.mean([2 / 3, 2 / 3, 2 / 3]))
+    assert row["per_lesion_dice"] == pytest.approx(2 / 3)  # one reference lesion, overlapped by one component
+
+
+def test_paired_tests_against_mtlrs_are_scipys_wilcoxon_on_common_subjects():
+    from scipy.stats import wilcoxon
+
+    from autopipe.evaluate.approach_comparison import paired_tests
+
+    mtlrs = {c: segmented(0.8, 0.7, v) for c, v in zip("abcde", [0.5, 0.6, 0.4, 0.7, 0.3], strict=True)}
+    other = {c: segmented(0.8, 0.7, v) for c, v in zip("abcdf", [0.3, 0.65, 0.1, 0.5, 0.9], strict=True)}
+    tests = paired_tests(other, mtlrs, ("per_lesion_dice", "ssim"))
+    differences = [-0.2, 0.05, -0.3, -0.2]  # subjects a-d; e and f are in one only
+    assert tests["per_lesion_dice"]["n"] == 4
+    assert tests["per_lesion_dice"]["median_difference"] == pytest.approx(np.median(differences))
+    assert tests["per_lesion_dice"]["p"] == pytest.approx(wilcoxon(differences).pvalue)
+    assert math.isnan(tests["ssim"]["p"]) and tests["ssim"]["median_difference"] == 0  # no difference to test
 
 
 def fold(name, per_subject, seconds):
@@ -80,6 +117,11 @@ def test_summary_pools_every_subject_of_every_fold(folds):
     assert mtlrs["ssim"] == pytest.approx({"mean": 0.84, "std": float(np.std([0.8, 0.85, 0.9, 0.7, 0.95]))})
     assert mtlrs["dice"]["mean"] == pytest.approx(0.8)
     assert mtlrs["per_lesion_dice"] == pytest.approx({"mean": 0.55, "std": float(np.std([0.5, 0.6, 0.4, 0.7]))})
+    assert "wilcoxon_vs_mtlrs" not in mtlrs
+    # end_to_end against mtlrs on subjects d and e: per-lesion Dice 0.5 - 0.4, 0.5 - 0.7
+    assert summary["methods"]["end_to_end"]["wilcoxon_vs_mtlrs"]["per_lesion_dice"]["n"] == 2
+    assert summary["methods"]["end_to_end"]["wilcoxon_vs_mtlrs"]["per_lesion_dice"]["median_difference"] == \
+        pytest.approx(-0.05)
 
 
 def test_spearman_between_ssim_and_per_lesion_dice_matches_scipy(folds):
@@ -107,3 +149,4 @@ def test_format_comparison_has_a_row_per_method_and_only_defined_correlations(fo
     assert "Spearman SSIM vs per-lesion Dice, mtlrs: rho" in text
     assert "pretrained: rho" not in text and "end_to_end: rho" not in text
     assert "all approaches, each subject once (its means over the approaches): rho" in text
+    assert "end_to_end - mtlrs (median paired difference, Wilcoxon p, n): ssim -0.175" in text

@@ -73,6 +73,34 @@ def test_coupling_adds_magnitude_times_softmax_lesion_probability_to_both_hidden
         assert torch.allclose(after, before + coupling.expand_as(before))
 
 
+@pytest.mark.parametrize("coupling_classes", [None, (4,)])
+def test_coupling_tiles_every_class_probability_over_the_hidden_channels(coupling_classes):
+    """Tissue + lesion: hidden channel j gets |x| * p_k with k the (j mod K)-th coupled class (every foreground
+    class by default, the lesion alone as the ablation)."""
+    torch.manual_seed(1)
+    s = make_sample(H=12, W=12)
+    net = MTLRS(cascades=2, time_steps=2, hidden_channels=6, segmentation_channels=2, classes=5,
+                coupling_classes=coupling_classes)
+    seen = {}
+    net.reconstructors[0].register_forward_hook(lambda m, args, out: seen.update(first=out))
+    net.segmenters[0].register_forward_hook(lambda m, args, out: seen.update(logits=out))
+    net.reconstructors[1].register_forward_pre_hook(lambda m, args: seen.update(hidden=args[4]))
+    output = _run(net, s)
+    assert output.segmentation.shape[1] == 5
+    (steps, hidden), logits = seen["first"], seen["logits"]
+    classes = [1, 2, 3, 4, 1, 2] if coupling_classes is None else [4] * 6
+    coupling = steps[-1].abs()[:, None] * logits.softmax(1)[:, classes]
+    for before, after in zip(hidden, seen["hidden"], strict=True):
+        assert torch.allclose(after, before + coupling)
+
+
+def test_coupling_classes_must_be_foreground_classes():
+    with pytest.raises(ValueError, match="foreground"):
+        MTLRS(cascades=2, time_steps=2, hidden_channels=4, segmentation_channels=2, classes=3, coupling_classes=(0,))
+    with pytest.raises(ValueError, match="foreground"):
+        MTLRS(cascades=2, time_steps=2, hidden_channels=4, segmentation_channels=2, classes=3, coupling_classes=(3,))
+
+
 def test_with_coupling_the_first_segmenter_learns_from_the_reconstruction_loss_alone():
     s = make_sample(H=12, W=12)
     coupled, joint = _pair(cascades=2, time_steps=2, hidden_channels=4, segmentation_channels=2)

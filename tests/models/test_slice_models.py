@@ -66,10 +66,13 @@ def test_the_planned_mtlrs_starts_coupled_even_when_warm_started(tmp_path):
     class Plans:  # the two sections model_kwargs reads
         reconstruction = type("R", (), {"cascades": 2, "time_steps": 2, "hidden_channels": 4,
                                         "recurrent_cell": "IndRNN"})()
-        multitask = type("M", (), {"segmentation_channels": 4, "segmentation_poolings": 2, "warm_start": True})()
+        multitask = type("M", (), {"segmentation_channels": 4, "segmentation_poolings": 2, "warm_start": True,
+                                   "segmentation_classes": ("background", "csf", "gm", "wm", "lesion"),
+                                   "lesion_classes": (4,), "coupling": "every_class"})()
 
     kwargs = model_kwargs("mtlrs", Plans())
     assert kwargs["coupling_init"] == COUPLING_INIT == 1.0 and kwargs["coupled"]
+    assert kwargs["classes"] == 5 and kwargs["coupling_classes"] == [1, 2, 3, 4]  # tissue and lesion coupled
     torch.manual_seed(2)
     cirim = build_model("cirim", RECON)
     coupled = build_model("mtlrs", kwargs)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from autopipe.cli import main
+from autopipe.cohort.dataset import load_dataset
 from autopipe.cohort.image_io import UnreadableImage, read_volume, to_ras
 from autopipe.layout import case_paths
 from autopipe.paths import Workspace
@@ -84,6 +85,23 @@ def test_every_case_is_written_and_raw_data_is_untouched(run):
     assert set(report["summary"]["mean_seconds_per_step"]) >= {"skull_strip", "bias_field", "register", "resample"}
 
 
+def test_kspace_slices_keep_every_class_of_the_labels(run, base):
+    """The multitask models segment tissue and lesions: the prepared slices hold the class of every pixel."""
+    import h5py
+
+    labels = load_dataset(base / "raw_data" / DATASET).labels
+    for case in CASES:
+        with h5py.File(run.folder.parent / "kspace" / f"{case}.h5", "r") as f:
+            slices, names = f["segmentation"][()], [str(n) for n in f.attrs["class_names"]]
+            lesion_classes, axis, indices = list(f.attrs["lesion_classes"]), f.attrs["slice_axis"], f.attrs[
+                "slice_indices"]
+        assert names == list(labels) and lesion_classes == [names.index("lesion")]
+        raw = read_volume(base / "raw_data" / DATASET / "labelsTr" / f"{case}.nii.gz").data
+        expected = np.moveaxis(np.take(raw, indices, axis=int(axis)), int(axis), 0)
+        assert np.array_equal(slices, expected)  # the synthetic values are the class positions 0..4
+        assert {1, 2, 3} <= set(np.unique(slices).tolist())
+
+
 def test_skull_strip_matches_ground_truth_brain(run, base):
     """The brain mask, mapped back to the native scan, against the generator's brain mask."""
     fingerprint = json.loads((base / "plans" / DATASET / "fingerprint.json").read_text())
@@ -107,7 +125,8 @@ def test_labels_stay_binary_and_survive_the_round_trip(run, base):
         assert set(np.unique(arrays["brain"])) <= {0, 1}
         assert arrays["image"].dtype == np.float32 and arrays["image"].shape[0] == 2
         props = properties(run, case)
-        label = read_volume(base / "raw_data" / DATASET / "labelsTr" / f"{case}.nii.gz").data > 0
+        lesion = load_dataset(base / "raw_data" / DATASET).labels["lesion"]  # tissue + lesion labels
+        label = read_volume(base / "raw_data" / DATASET / "labelsTr" / f"{case}.nii.gz").data == lesion
         back = props.mask_to_native(arrays["seg"], run.folder)
         assert back.shape == label.shape
         if label.sum() > 20:  # lesions of a few voxels at 3 mm do not survive two resamplings intact

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from autopipe.cohort.dataset import load_dataset, training_case_ids
-from autopipe.synth.cohort import SynthOptions
+from autopipe.synth.cohort import LABEL_SETS, SynthOptions
 from autopipe.synth.handfunction import LOAD_AT_HALF_ML, SLOPE_PER_ML, hand_function
 from autopipe.synth.lesions import rasterize_lesions
 from autopipe.synth.subject import sample_subject, stream
 from autopipe.synth.template import load_template
+from autopipe.synth.tissues import TISSUE_LABELS
 from tests.synth.conftest import OPTIONS
 
 
@@ -26,20 +27,29 @@ def test_check_cohort_finds_no_error(cohort):
 def test_dataset_json_declares_channels_labels_clinical_and_kspace(cohort):
     spec = load_dataset(cohort)
     assert spec.channel_names == {0: "FLAIR", 1: "T1"}
-    assert spec.labels == {"background": 0, "lesion": 1}
+    assert spec.labels == LABEL_SETS["tissue"]  # k-space is written: tissue + lesion labels, as MTLRS segments
     assert spec.num_training == 3 and training_case_ids(spec) == ["PVL_001", "PVL_002", "PVL_003"]
     assert spec.clinical is not None and spec.kspace is not None
     assert training_case_ids(spec, "imagesTs") == ["PVL_004"]
     assert not (cohort / "labelsTr" / "PVL_004.nii.gz").exists()
 
 
-def test_labels_are_binary_and_on_the_image_grid(cohort):
+def test_labels_are_tissue_and_lesion_on_the_image_grid(cohort):
     for case in ("PVL_001", "PVL_002", "PVL_003"):
         image = nib.load(cohort / "imagesTr" / f"{case}_0000.nii.gz")
         label = nib.load(cohort / "labelsTr" / f"{case}.nii.gz")
         assert label.shape == image.shape and np.allclose(label.affine, image.affine)
-        assert set(np.unique(np.asarray(label.dataobj)).tolist()) <= {0, 1}
+        values = np.asarray(label.dataobj)
+        assert {0, 1, 2, 3} <= set(np.unique(values).tolist()) <= {0, 1, 2, 3, 4}  # 3 mm: lesions may vanish
         assert label.get_data_dtype() == np.uint8 and image.get_data_dtype() == np.int16
+        tissues = np.asarray(nib.load(cohort / "groundtruth" / f"{case}_tissues.nii.gz").dataobj)
+        fraction = np.asarray(nib.load(cohort / "groundtruth" / f"{case}_lesions.nii.gz").dataobj)
+        assert np.array_equal(values == 4, fraction >= 0.5)  # the lesion-only cohort's lesion voxels
+        for name, value in (("csf", 1), ("gm", 2)):
+            assert np.array_equal(values == value, tissues == TISSUE_LABELS[name])
+        mostly_lesion = (tissues == TISSUE_LABELS["lesion"]) & (fraction < 0.5)  # under half: white matter
+        assert np.array_equal(values == 3, (tissues == TISSUE_LABELS["wm"]) | mostly_lesion)
+        assert not np.isin(values[np.isin(tissues, [5, 6])], [1, 2, 3, 4]).any()  # skull, scalp: background
         for name in ("brain", "tissues", "lesions"):
             truth = nib.load(cohort / "groundtruth" / f"{case}_{name}.nii.gz")
             assert truth.shape == image.shape and np.allclose(truth.affine, image.affine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import nibabel as nib
@@ -22,7 +23,8 @@ def _load(cohort, case):
     image = nib.load(cohort / "imagesTr" / f"{case}_0000.nii.gz")
     tissues = np.asarray(nib.load(cohort / "groundtruth" / f"{case}_tissues.nii.gz").dataobj)
     brain = np.asarray(nib.load(cohort / "groundtruth" / f"{case}_brain.nii.gz").dataobj).astype(bool)
-    label = np.asarray(nib.load(cohort / "labelsTr" / f"{case}.nii.gz").dataobj).astype(bool)
+    lesion = json.loads((cohort / "dataset.json").read_text())["labels"]["lesion"]
+    label = np.asarray(nib.load(cohort / "labelsTr" / f"{case}.nii.gz").dataobj) == lesion
     return np.asarray(image.dataobj).astype(np.float64), tissues, brain, label, image.header.get_zooms()
 
 
