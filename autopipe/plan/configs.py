@@ -61,7 +61,7 @@ APPROACHES = {
     "sequential": "2D segmentation trained on the reconstructions of the frozen, trained CIRIM",
     "end_to_end": "CIRIM followed by 2D segmentation, trained together on the combined loss, no coupling",
     "joint": "MTLRS cascades without the coupling: a segmentation in every cascade, hidden states untouched",
-    "mtlrs": "MTLRS: each cascade's lesion probability x |image| is added into the next cascade's hidden states",
+    "mtlrs": "MTLRS: each cascade's class probabilities x |image| are added into the next cascade's hidden states",
 }
 """The ways to do reconstruction and segmentation that the MTLRS paper compares (and the uncoupled ablation)."""
 CLASSIFIERS = {"logistic_regression": "L2-regularized logistic regression (scikit-learn, lbfgs)"}
