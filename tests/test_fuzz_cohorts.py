@@ -164,6 +164,8 @@ BREAKS: dict[str, Callable[[Path], None]] = {
                                                                                  np.ones((3, 3), np.uint8))),
     "kspace_mask_not_binary": lambda r: _kspace(r / KSPACE, lambda f: _replace(
         f, "mask", (f["mask"][()] * 3).astype(np.uint8))),
+    "kspace_segmentation_undeclared_label": lambda r: _kspace(r / KSPACE, lambda f: _replace(
+        f, "segmentation", np.full(f["segmentation"].shape, 7, np.uint8))),
     "kspace_attributes_missing": lambda r: _kspace(r / KSPACE, lambda f: f.attrs.__delitem__("slice_indices")),
     "kspace_slices_outside_image": lambda r: _kspace(r / KSPACE, lambda f: f.attrs.__setitem__(
         "slice_indices", np.array([40, 41, 42]))),

@@ -278,7 +278,7 @@ def _check_case(spec: DatasetSpec, case: str) -> CaseReport:
             problems += grid_problems(reference, reference_file, grid, case, file, is_label=file == label_file)
     kspace_path = spec.kspace_path(case)
     if kspace_path is not None and kspace_path.parent.is_dir():  # a missing folder is reported once, cohort-wide
-        problems += kspace_problems(kspace_path, channel0, case, relative(spec.root, kspace_path))
+        problems += kspace_problems(kspace_path, channel0, case, relative(spec.root, kspace_path), spec.labels)
     return CaseReport(problems, spacing)
 
 

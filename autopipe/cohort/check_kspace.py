@@ -14,8 +14,10 @@ MIN_SENSE_CORRELATION = 0.5
 REWRITE = "write the file again with autopipe.cohort.kspace_file.write_kspace_file (layout in its docstring)"
 
 
-def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str) -> list[Problem]:
-    """Every check on one k-space file; `image` is the case's channel-0 voxels (None when unreadable)."""
+def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str,
+                    labels: dict[str, int] | None = None) -> list[Problem]:
+    """Every check on one k-space file; `image` is the case's channel-0 voxels (None when unreadable), `labels`
+    dataset.json's (the values a 'segmentation' may hold)."""
     if not path.is_file():
         return [error(case, file, "k-space file is missing",
                       "add it, or remove 'kspace' from dataset.json if this cohort has no k-space")]
@@ -37,12 +39,14 @@ def kspace_problems(path: Path, image: np.ndarray | None, case: str, file: str) 
     if shapes:
         return problems + shapes
     try:
-        arrays = read_kspace(path, names=("mask", "reconstruction_sense"))
+        arrays = read_kspace(path, names=("mask", "reconstruction_sense", "segmentation"))
     except Exception as exc:  # a damaged chunk shows only when read
         return [*problems, error(case, file, f"cannot be read ({first_line(exc)})", "copy or export the file again")]
     problems += nonfinite_kspace_problems(path, header, case, file)
     if "mask" in arrays:
         problems += mask_value_problems(arrays["mask"], case, file)
+    if "segmentation" in arrays and labels is not None:
+        problems += segmentation_value_problems(arrays["segmentation"], labels, case, file)
     if "reconstruction_sense" in arrays and slices_fit_image:
         problems += sense_problems(arrays["reconstruction_sense"], image, axis, indices, case, file)
     return problems
@@ -141,6 +145,19 @@ def mask_value_problems(mask: np.ndarray, case: str, file: str) -> list[Problem]
         return [error(case, file, "'mask' is empty: no k-space point is sampled",
                       "store the acquisition's sampling pattern (1 where sampled)")]
     return []
+
+
+def segmentation_value_problems(segmentation: np.ndarray, labels: dict[str, int], case: str,
+                                file: str) -> list[Problem]:
+    """The 'segmentation' slices may hold only the label values dataset.json declares."""
+    values = np.unique(segmentation)
+    undeclared = values[~np.isin(values, list(labels.values()))]
+    if not undeclared.size:
+        return []
+    declared = ", ".join(f"{name} {value}" for name, value in labels.items())
+    return [error(case, file, f"'segmentation' holds values {dims(undeclared[:6], ', ')} that dataset.json does not "
+                              f"declare (labels: {declared})",
+                  "declare every label in dataset.json's labels, or store the slices with the declared values")]
 
 
 def sense_problems(sense: np.ndarray, image: np.ndarray, axis: int, indices: np.ndarray, case: str,
