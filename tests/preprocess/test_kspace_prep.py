@@ -133,6 +133,21 @@ def test_segmentation_comes_from_the_label_volume_and_is_binarized(tmp_path):
         np.testing.assert_array_equal(segmentation[s], (label.take(index, axis=1) == 2).astype(np.uint8))
 
 
+def test_with_classes_each_label_value_becomes_its_class_position(tmp_path):
+    """classes background 0, edema 2, lesion 5: value 2 -> class 1, 5 -> class 2, a value of no class -> 0."""
+    _raw_file(tmp_path / "raw.h5", segmentation=False)
+    label = np.random.default_rng(4).choice([0, 1, 2, 5], size=(MATRIX[0], 12, MATRIX[1])).astype(np.uint8)
+    prepare_kspace_case(tmp_path / "raw.h5", tmp_path / "out.h5", label=label, lesion_labels=(5,),
+                        classes={"background": 0, "edema": 2, "lesion": 5})
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        segmentation = f["segmentation"][()]
+        assert [str(n) for n in f.attrs["class_names"]] == ["background", "edema", "lesion"]
+        assert list(f.attrs["lesion_classes"]) == [2]
+    for s, index in enumerate(range(4, 4 + SLICES)):
+        values = label.take(index, axis=1)
+        np.testing.assert_array_equal(segmentation[s], np.select([values == 2, values == 5], [1, 2], 0))
+
+
 def test_tiny_segmentation_equals_the_label_slices(tiny, tmp_path):
     source, label = tiny
     prepare_kspace_case(source, tmp_path / "out.h5", label=label)
