@@ -15,8 +15,9 @@ fold's training slices (one slice per step) and cirim --cirim-epochs (default E)
 the fold's CIRIM plus E epochs of its own model; end_to_end, joint and mtlrs start from that CIRIM (warm
 start), pretrained and sequential use it as it is. Without --epochs the plan's epochs (from --minutes).
 
---ablations adds, on the same folds and the same cohort, MTLRS variants each trained in its own results
-folder from a copy of the plan with one change, starting from the same fold's CIRIM:
+--ablations adds, on the same folds (or --ablation-folds, the same for every row) and the same cohort,
+MTLRS variants, each trained in its own results folder from a copy of the plan with one change, starting
+from the same fold's CIRIM:
     coupling off           the joint row of the main table (the same cascades, no coupling)
     no warm start          multitask.warm_start false: from scratch, the same E epochs of its own
     every cascade          multitask.segmentation_supervision every_cascade
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--cirim-epochs", type=int, default=None, help="epochs of cirim (default --epochs)")
     parser.add_argument("--folds", default="0,1,2,3,4", help="comma-separated folds")
     parser.add_argument("--ablations", action="store_true", help="also train and tabulate the MTLRS variants")
+    parser.add_argument("--ablation-folds", default=None, help="folds of the ablation table (default --folds)")
     parser.add_argument("--cs", action="store_true", help="also the compressed-sensing baseline (its weight search "
                                                           "costs minutes per fold)")
     parser.add_argument("--streams", type=int, default=1, help="trainings at a time (threads split between them)")
@@ -74,6 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="autopipe_mtlrs_"))).resolve()
     folds = args.folds.split(",")
+    ablation_folds = args.ablation_folds.split(",") if args.ablation_folds else folds
+    if not set(ablation_folds) <= set(folds):
+        raise SystemExit(f"--ablation-folds {args.ablation_folds} must be among --folds {args.folds}")
 
     from autopipe.cli import main as autopipe
     from autopipe.models.slice_models import models_for
@@ -101,7 +106,7 @@ def main() -> None:
             for name, change in VARIANTS.items():
                 ws = _variant(workdir, name, change)
                 variants += [pool.submit(_train_variant, mains[f], main_ws, ws, f, epochs, threads,
-                                         workdir / "logs" / f"{_slug(name)}_fold_{f}.log") for f in folds]
+                                         workdir / "logs" / f"{_slug(name)}_fold_{f}.log") for f in ablation_folds]
         for future in [*mains.values(), *variants]:
             future.result()
     wall = time.monotonic() - started
@@ -121,8 +126,9 @@ def main() -> None:
     print("\nThe paper's table (held-out subjects of every fold):")
     print(summary["text"])
     if args.ablations:
-        ablation = summarize(_ablation_results(workdir, main_ws, folds))
-        print("\nAblations of MTLRS (same folds, same subjects; each row changes one thing; tests against mtlrs):")
+        ablation = summarize(_ablation_results(workdir, main_ws, ablation_folds))
+        print(f"\nAblations of MTLRS (folds {', '.join(ablation_folds)} for every row, the same subjects; each row "
+              "changes one thing; tests against mtlrs):")
         print(format_comparison(ablation))
     print(_curves(workdir, main_ws, models, folds))
     print(f"\nwall-clock of the training calls: {wall / 60:.1f} min with {args.streams} stream(s) "

@@ -38,12 +38,6 @@ def class_map(probabilities: np.ndarray) -> np.ndarray:
     return probabilities.argmax(1).astype(np.uint8)
 
 
-def lesion_mask(probabilities: np.ndarray, lesion_classes: tuple[int, ...] | list[int]) -> np.ndarray:
-    """[S, K, H, W] class probabilities -> [S, H, W] bool: the most probable class is a lesion class (with
-    background and lesion alone: lesion probability > 0.5)."""
-    return np.isin(class_map(probabilities), lesion_classes)
-
-
 def load_fold_models(model_dirs: dict[str, Path], device: torch.device, checkpoint: str = "final"
                      ) -> dict[str, nn.Module]:
     """model name -> trained network, from each model's fold folder."""
