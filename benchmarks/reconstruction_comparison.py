@@ -213,17 +213,22 @@ def _ablation_results(workdir: Path, main_ws, folds: list[str]) -> list[dict]:
 
 
 def _budget_table(ws, models: list[str], folds: list[str]) -> str:
-    import torch
+    """Per model, over the folds: epochs, optimizer steps (epochs x the fold's training slices), minutes."""
+    from autopipe.layout import kspace_dir
+    from autopipe.preprocess.kspace_prep import kspace_slice_count
 
+    splits = json.loads((ws.plans / DATASET / "splits_final.json").read_text())
+    folder = kspace_dir(next((ws.preprocessed / DATASET).glob("*mm")))
+    slices = {f: sum(kspace_slice_count(folder / f"{c}.h5") for c in splits[int(f)]["train"]
+                     if (folder / f"{c}.h5").is_file()) for f in folds}
     lines = [f"{'model':<28}{'epochs':>7}{'steps':>8}{'minutes':>9}{'median s/epoch':>16}"]
     for name in models:
         steps, epochs, seconds = 0, 0, []
         for fold in folds:
-            folder = ws.results / DATASET / "reconstruction" / name / f"fold_{fold}"
-            state = torch.load(folder / "checkpoint_final.pt", map_location="cpu", weights_only=True)
-            steps += int(state.get("steps", 0))
-            history = json.loads((folder / "progress.json").read_text())
+            history = json.loads((ws.results / DATASET / "reconstruction" / name / f"fold_{fold}" /
+                                  "progress.json").read_text())
             epochs += len(history)
+            steps += len(history) * slices[fold]
             seconds += [e["seconds"] for e in history]
         lines.append(f"{name:<28}{epochs:>7}{steps:>8}{sum(seconds) / 60:>9.1f}{float(np.median(seconds)):>16.1f}")
     return "budget (over all folds; steps = optimizer steps, one slice each):\n" + "\n".join(lines)
@@ -243,8 +248,8 @@ def _curves(workdir: Path, ws, models: list[str], folds: list[str]) -> str:
                                  "progress.json").read_text()) for f in folds]
         length = min(len(h) for h in histories)
         loss = np.mean([[e["val_loss"] for e in h[:length]] for h in histories], axis=0)
-        dice = np.nanmean([[e.get("pseudo_dice", np.nan) for e in h[:length]] for h in histories], axis=0) \
-            if any(np.isfinite(e.get("pseudo_dice", np.nan)) for h in histories for e in h) else None
+        dices = np.array([[_number(e.get("pseudo_dice")) for e in h[:length]] for h in histories])
+        dice = np.nanmean(dices, axis=0) if np.isfinite(dices).any() else None  # None: cirim segments nothing
         epochs = np.arange(1, length + 1)
         loss_axis.plot(epochs, loss, label=name)
         text = " ".join(f"{v:.4f}" for v in loss)
@@ -260,6 +265,11 @@ def _curves(workdir: Path, ws, models: list[str], folds: list[str]) -> str:
     figure.savefig(workdir / "curves.png", dpi=100)
     plt.close(figure)
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> float:
+    """A progress.json number; null (no Dice for a reconstruction-only model) as nan."""
+    return np.nan if value is None else float(value)
 
 
 def _ok(code: int) -> None:
