@@ -141,7 +141,7 @@ def summarize(fold_results: list[dict]) -> dict:
     methods = list(dict.fromkeys(m for r in fold_results for m in r["methods"]))
     table, by_subject = {}, {}
     for method in methods:
-        rows = {case: row for r in fold_results for case, row in r["per_subject"].get(method, {}).items()}
+        rows = _rows(fold_results, method)
         subjects = list(rows.values())
         entry = {"subjects": len(subjects)}
         for metric in _metrics(subjects):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from autopipe.cohort.label_classes import class_order, lesion_positions
 from autopipe.mri.masks import MASK_KINDS
 from autopipe.plan.configs import (
     DEFAULT,
@@ -123,8 +124,8 @@ def plan_multitask(kspace: dict | None, has_labels: bool, hardware: HardwarePlan
     cascades, steps, hidden = size
     epochs, epochs_reason = _epochs(seconds, kspace, budget)
     source = "k-space files" if kspace["with_segmentation"] else "labelsTr through slice_indices"
-    classes = dict(sorted((labels or {"background": 0, "lesion": lesion_labels[0]}).items(), key=lambda kv: kv[1]))
-    lesions = tuple(i for i, v in enumerate(classes.values()) if v in lesion_labels)
+    classes = class_order(labels or {"background": 0, "lesion": lesion_labels[0]})
+    lesions = lesion_positions(classes, lesion_labels)
     return planned(
         MultitaskPlan,
         cascades=(cascades, size_reason), time_steps=(steps, size_reason), hidden_channels=(hidden, size_reason),

@@ -98,7 +98,7 @@ def process_case(folder: Path, case: str, methods: list[str], models: dict[str, 
                 timings[method] = timings.get(method, 0.0) + time.perf_counter() - tick
             images[method].append(image[0].cpu().numpy())
             if probability is not None:
-                probabilities[method].append(probability[0].cpu().numpy().astype(np.float32))
+                probabilities[method].append(probability[0].cpu().numpy())
     return {m: CaseResult(np.stack(images[m]), np.stack(probabilities[m]) if probabilities[m] else None)
             for m in methods}
 

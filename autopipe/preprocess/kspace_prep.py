@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autopipe.cohort.kspace_file import read_kspace
+from autopipe.cohort.label_classes import lesion_positions
 from autopipe.files import atomic_path
 from autopipe.mri.coils import estimate_maps_calibration, map_residual
 from autopipe.mri.espirit import espirit_maps
@@ -122,7 +123,7 @@ def prepare_kspace_case(source: Path, destination: Path, *, label: np.ndarray | 
         "calibration_size": calibration_size,
         "calibration_fully_sampled": bool(mask[calibration_region((H, W), calibration_size)].all()),
         "source_fully_sampled": fully_sampled, "target_source": target_source, "source": source.name,
-        "class_names": list(classes), "lesion_classes": np.asarray(lesion_classes(classes, lesion_labels), np.int64),
+        "class_names": list(classes), "lesion_classes": np.asarray(lesion_positions(classes, lesion_labels), np.int64),
         **{key: attrs[key] for key in ("acceleration", "effective_acceleration", "mask_type", "slice_axis")
            if key in attrs},
     }
@@ -178,11 +179,6 @@ def _mask_2d(mask: np.ndarray | None, kspace: np.ndarray, fully_sampled: bool, n
     if mask.shape not in ((H, W), (W,)):
         raise ValueError(f"{name}: 'mask' has shape {mask.shape} but the {H}x{W} k-space needs [H, W] or [W]")
     return np.ascontiguousarray(np.broadcast_to(mask != 0, (H, W))).astype(np.uint8)
-
-
-def lesion_classes(classes: dict[str, int], lesion_labels: tuple[int, ...]) -> tuple[int, ...]:
-    """Class indices (positions in `classes`) whose label value is a lesion label."""
-    return tuple(i for i, value in enumerate(classes.values()) if value in lesion_labels)
 
 
 def _class_values(classes: dict[str, int], lesion_labels: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import UnreadableImage
+from autopipe.cohort.label_classes import class_order
 from autopipe.errors import AutopipeError, first_line
 from autopipe.files import write_json
 from autopipe.layout import case_paths, data_identifier
@@ -152,11 +153,6 @@ def _check_plan_fits(plan: PreprocessingPlan, spec: DatasetSpec) -> None:
                             fix="run `autopipe plan` again after changing the cohort")
 
 
-def segmentation_classes(labels: dict[str, int]) -> dict[str, int]:
-    """dataset.json's labels in value order (background first): the classes the multitask models segment."""
-    return dict(sorted(labels.items(), key=lambda item: item[1]))
-
-
 def case_jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: str, qc: bool,
           ct_stats: dict[int, dict]) -> list[CaseJob]:
     """One job per training case of the cohort, writing into `folder` (k-space beside it, in kspace/)."""
@@ -171,7 +167,7 @@ def case_jobs(spec: DatasetSpec, plan: PreprocessingPlan, folder: Path, digest: 
             label=label if label.is_file() else None,
             out_dir=folder, plan=plan, digest=digest,
             kspace=kspace if kspace is not None and kspace.is_file() else None,
-            kspace_dir=kspace_dir, ct_stats=ct_stats, qc=qc, classes=segmentation_classes(spec.labels)))
+            kspace_dir=kspace_dir, ct_stats=ct_stats, qc=qc, classes=class_order(spec.labels)))
     return jobs
 
 
