@@ -19,7 +19,7 @@ from autopipe.files import save_png
 Labels = Sequence[int] | np.ndarray
 Scores = Sequence[float] | np.ndarray
 
-METRICS = ("accuracy", "f1", "balanced_accuracy", "roc_auc")
+METRICS = ("accuracy", "f1", "balanced_accuracy", "roc_auc", "log_loss")
 
 METRIC_DEFINITIONS: dict[str, str] = {
     "accuracy": "(TP + TN) / N at threshold 0.5 (predicted impaired when probability >= 0.5)",
@@ -29,6 +29,8 @@ METRIC_DEFINITIONS: dict[str, str] = {
                          "TN / (TN + FP); the recall of the one class present when only one is",
     "roc_auc": "probability that a random impaired subject scores above a random good one (ties count 1/2; "
                "Mann-Whitney U / (n1 n0)); undefined when only one class is present",
+    "log_loss": "-mean(y ln p + (1 - y) ln(1 - p)) in nats, p clipped to [1e-15, 1 - 1e-15]: a proper score, lower "
+                "is better; ln 2 = 0.693 for a constant 1/2",
     "ci": "percentile bootstrap over subjects: resample subjects with replacement (2000 times unless stated), "
           "recompute the metric, take the 2.5th and 97.5th percentiles of the resampled values (95% level), "
           "leaving out resamples where the metric is undefined",
@@ -71,6 +73,12 @@ def roc_auc(y_true: Labels, score: Scores) -> float:
     return float(_auc(np.where(y, 1.0, 0.0)[None], np.where(y, 0.0, 1.0)[None], inverse)[0])
 
 
+def log_loss(y_true: Labels, probability: Scores) -> float:
+    """Mean negative log-likelihood of the labels under the probabilities (nats), as METRIC_DEFINITIONS says."""
+    y, p = _pair(y_true, probability)
+    return float(np.mean(_losses(y, p)))
+
+
 def classification_metrics(y_true: Labels, probability: Scores,
                            threshold: float = 0.5) -> dict[str, float]:
     """n, positives (impaired subjects) and every metric in METRICS; impaired predicted when probability >=
@@ -78,7 +86,7 @@ def classification_metrics(y_true: Labels, probability: Scores,
     y, p = _pair(y_true, probability)
     pred = (p >= threshold).astype(int)
     return {"n": int(y.size), "positives": int(y.sum()), "accuracy": accuracy(y, pred), "f1": f1_score(y, pred),
-            "balanced_accuracy": balanced_accuracy(y, pred), "roc_auc": roc_auc(y, p)}
+            "balanced_accuracy": balanced_accuracy(y, pred), "roc_auc": roc_auc(y, p), "log_loss": log_loss(y, p)}
 
 
 def bootstrap_intervals(y_true: Labels, probability: Scores, *,
@@ -100,7 +108,7 @@ def bootstrap_intervals(y_true: Labels, probability: Scores, *,
     tp, fp, fn, tn = (counts @ (a & b).astype(float) for a, b in ((y, pred), (~y, pred), (y, ~pred), (~y, ~pred)))
     _, inverse = np.unique(p, return_inverse=True)
     values = {"accuracy": (tp + tn) / n, "f1": _f1(tp, fp, fn), "balanced_accuracy": _balanced(tp, fp, fn, tn),
-              "roc_auc": _auc(counts * y, counts * ~y, inverse)}
+              "roc_auc": _auc(counts * y, counts * ~y, inverse), "log_loss": counts @ _losses(y, p) / n}
     tail = 100 * (1 - level) / 2
     intervals = {}
     for name in METRICS:
@@ -161,9 +169,9 @@ def plot_calibration(path: Path, curves: dict[str, tuple[Sequence[int], Sequence
 
 
 def format_metrics(rows: dict[str, dict], intervals: dict[str, dict] | None = None) -> str:
-    """Plain-text table, one row per name: n, accuracy, F1, balanced accuracy, ROC AUC, each as "0.812" or
+    """Plain-text table, one row per name: n, accuracy, F1, balanced accuracy, ROC AUC, log loss, each as "0.812" or
     "0.812 [0.700, 0.900]" where `intervals[name][metric]` is given; "n/a" for undefined values."""
-    header = ["", "n", "accuracy", "F1", "balanced accuracy", "ROC AUC"]
+    header = ["", "n", "accuracy", "F1", "balanced accuracy", "ROC AUC", "log loss"]
     table = [header]
     for name, row in rows.items():
         bounds = (intervals or {}).get(name, {})
@@ -198,6 +206,12 @@ def _balanced(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) ->
         sensitivity, specificity = tp / positives, tn / negatives
     return np.where(positives == 0, specificity, np.where(negatives == 0, sensitivity,
                                                           (sensitivity + specificity) / 2))
+
+
+def _losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each subject's negative log-likelihood (nats), p clipped to [1e-15, 1 - 1e-15]."""
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return -np.where(y, np.log(p), np.log1p(-p))
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray, inverse: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from autopipe.evaluate.classification import (
     confusion,
     f1_score,
     format_metrics,
+    log_loss,
     plot_calibration,
     roc_auc,
 )
@@ -50,8 +51,11 @@ def test_hand_case() -> None:
     # impaired 0.9 beats all three good subjects, 0.4 beats 0.2 and 0.1: 5 of 6 pairs
     assert roc_auc(Y, P) == pytest.approx(5 / 6)
     row = classification_metrics(Y, P)
+    # -(ln 0.9 + ln 0.4 + ln 0.4 + ln 0.8 + ln 0.9) / 5
+    expected_loss = -(2 * math.log(0.9) + 2 * math.log(0.4) + math.log(0.8)) / 5
+    assert log_loss(Y, P) == pytest.approx(expected_loss)
     assert row == pytest.approx({"n": 5, "positives": 2, "accuracy": 0.6, "f1": 0.5,
-                                 "balanced_accuracy": 7 / 12, "roc_auc": 5 / 6})
+                                 "balanced_accuracy": 7 / 12, "roc_auc": 5 / 6, "log_loss": expected_loss})
     assert isinstance(row["n"], int) and isinstance(row["positives"], int)
 
 
@@ -85,6 +89,7 @@ def test_agrees_with_sklearn(seed: int) -> None:
     assert f1_score(y, pred) == pytest.approx(sk.f1_score(y, pred))
     assert balanced_accuracy(y, pred) == pytest.approx(sk.balanced_accuracy_score(y, pred))
     assert roc_auc(y, p) == pytest.approx(sk.roc_auc_score(y, p))
+    assert log_loss(y, p) == pytest.approx(sk.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15)))
     score = np.random.default_rng(seed).normal(size=y.size)
     assert roc_auc(y.tolist(), score.tolist()) == pytest.approx(sk.roc_auc_score(y, score))
 
@@ -105,7 +110,9 @@ def test_bootstrap_is_deterministic_and_contains_the_point_estimate() -> None:
     point = classification_metrics(y, p)
     for name in METRICS:
         low, high = first[name]
-        assert 0 <= low < point[name] < high <= 1, name
+        assert low < point[name] < high, name
+        if name != "log_loss":  # nats, unbounded above
+            assert 0 <= low and high <= 1, name
 
 
 def test_bootstrap_matches_a_plain_loop_over_the_same_resamples() -> None:
@@ -125,7 +132,9 @@ def test_bootstrap_matches_a_plain_loop_over_the_same_resamples() -> None:
 
 
 def test_bootstrap_interval_narrows_with_more_subjects() -> None:
-    small, large = (bootstrap_intervals(*sample(n, 2), resamples=500) for n in (40, 400))
+    # probabilities kept off 0 and 1: one confident miss (34.5 nats) would dominate the log loss of a sample
+    small, large = (bootstrap_intervals(y, np.clip(p, 0.05, 0.95), resamples=500)
+                    for y, p in (sample(n, 2) for n in (40, 400)))
     for name in METRICS:
         assert large[name][1] - large[name][0] < small[name][1] - small[name][0], name
 
@@ -173,7 +182,8 @@ def test_format_metrics_shows_values_intervals_and_nan() -> None:
     assert all(word in lines[0] for word in ("n", "accuracy", "F1", "balanced accuracy", "ROC AUC"))
     assert lines[1].startswith("predicted") and "0.600 [0.200, 1.000]" in lines[1]
     assert "0.833 [0.500, 1.000]" in lines[1] and "0.500" in lines[1] and "0.583" in lines[1]
-    assert lines[2].split()[:2] == ["baseline", "2"] and lines[2].endswith("n/a")  # one-class AUC
+    assert lines[2].split()[:2] == ["baseline", "2"] and lines[2].split()[-2:] == ["n/a", "0.983"]  # one-class AUC
+    assert "log loss" in lines[0]  # -(ln 0.7 + ln 0.2) / 2 = 0.983
     assert "[" not in format_metrics(rows)
 
 
