@@ -1,7 +1,7 @@
 """Hand function from ground-truth lesion maps (the oracle): how close each predictor gets to the Bayes limit, by n.
 
     python benchmarks/hand_oracle.py [--n 50,100,200,400] [--draws 8] [--test 1000] [--pool 1000]
-                                     [--models volume,pvl,...] [--workdir DIR]
+                                     [--models volume,pvl,smoothed,motor_load] [--workdir DIR]
 
 No U-Net and no rendering: the synthetic generator's own subjects (cohort seed --seed) are drawn as the cohort
 draws them (lesions from the subject's "lesions" stream, the hand-function label from its "hand_function"
@@ -10,6 +10,14 @@ averaged onto the 2 mm MNI grid that preprocessing registers to (a 2 mm voxel ce
 voxel is: weights 1/4, 1/2, 1/4 per axis) and binarized at 1/2: a perfect segmentation after a perfect
 registration. The features are then made by the pipeline's own code (autopipe.models.lesion_features: 6 mm
 cells of lesion mL over the template brain, total load, count, largest lesion).
+
+Models, each fitted by the pipeline's own autopipe.train.hand_classifier.fit_classifier (L2 logistic regression,
+C from the plan's grid by inner 5-fold cross-validation on log loss, class weights as the plan would set them):
+    volume      total lesion mL alone (the one-number baseline)
+    pvl         6 mm cells of lesion mL + total mL, count and largest lesion (the PVL study's model, unsmoothed)
+    smoothed    the same features, the cell maps blurred by a Gaussian of 0, 6 or 12 mm chosen by the inner CV
+                (the plan's default)
+    motor_load  the generator's own feature, lesion mL inside its motor region: the ceiling any map can reach
 
 Learning curve: for each n, --draws training sets of n subjects are drawn from the first --pool subjects; each
 model is fitted on one (its hyper-parameters by inner 5-fold cross-validation on it alone) and scored on the
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +55,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(args.threads)
-    from autopipe.evaluate.hand_models import CANDIDATES, fit_candidate
-
-    names = args.models.split(",") if args.models else list(CANDIDATES)
-    unknown = sorted(set(names) - set(CANDIDATES))
+    threadpool_limits(args.threads)
+    names = args.models.split(",") if args.models else list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
     if unknown:
-        raise SystemExit(f"unknown model(s) {unknown}; known: {list(CANDIDATES)}")
+        raise SystemExit(f"unknown model(s) {unknown}; known: {list(MODELS)}")
     started = time.monotonic()
     data = subjects(args.workdir, args.seed, args.pool + args.test)
     print(f"{args.pool + args.test} subjects (cohort seed {args.seed}) in {time.monotonic() - started:.0f} s; "
@@ -77,12 +84,11 @@ def main() -> None:
                 continue
             for name in names:
                 tick = time.monotonic()
-                model = fit_candidate(name, data["x"][train], y[train], data["names"], data["cell_shape"],
-                                      data["cells"], seed=draw)
-                probability = model.probability(data["x"][test])
+                predict, smoothing_mm = fit_model(name, data, train, seed=draw)
+                probability = predict(test)
                 metrics = classification_metrics(y[test], probability)
-                rows.append({"model": name, "n": n, "draw": draw, "seconds": time.monotonic() - tick,
-                             "nonzero": int(np.count_nonzero(model.weights)), **metrics})
+                rows.append({**metrics, "model": name, "n": n, "draw": draw, "seconds": time.monotonic() - tick,
+                             "smoothing": smoothing_mm})
             print(f"  n={n} draw {draw}: " + ", ".join(f"{r['model']} {r['accuracy']:.3f}" for r in rows
                                                         if r["n"] == n and r["draw"] == draw), flush=True)
     print(table(rows, names, bayes))
@@ -91,7 +97,7 @@ def main() -> None:
 
 def table(rows: list[dict], names: list[str], bayes: float) -> str:
     metrics = ("accuracy", "f1", "balanced_accuracy", "roc_auc", "log_loss")
-    head = f"{'model':<22}{'n':>5}" + "".join(f"{m:>22}" for m in metrics) + f"{'weights != 0':>14}{'s/fit':>7}"
+    head = f"{'model':<12}{'n':>5}" + "".join(f"{m:>22}" for m in metrics) + f"{'blur mm':>9}{'s/fit':>7}"
     lines = ["", f"Learning curve (mean over training draws [2.5-97.5 percentile]); Bayes accuracy {bayes:.3f}:",
              head, "-" * len(head)]
     for name in names:
@@ -104,10 +110,43 @@ def table(rows: list[dict], names: list[str], bayes: float) -> str:
                 values = np.array([r[m] for r in group], float)
                 low, high = np.nanpercentile(values, [2.5, 97.5])
                 cells.append(f"{np.nanmean(values):.3f} [{low:.3f}-{high:.3f}]")
-            lines.append(f"{name:<22}{n:>5}" + "".join(f"{c:>22}" for c in cells)
-                         + f"{np.mean([r['nonzero'] for r in group]):>14.0f}"
+            lines.append(f"{name:<12}{n:>5}" + "".join(f"{c:>22}" for c in cells)
+                         + f"{np.mean([r['smoothing'] for r in group]):>9.1f}"
                          + f"{np.mean([r['seconds'] for r in group]):>7.1f}")
     return "\n".join(lines)
+
+
+MODELS = {"volume": "total lesion mL", "pvl": "cells + summaries, no blur",
+          "smoothed": "cells + summaries, blur by inner CV", "motor_load": "the generator's motor-region mL"}
+
+
+def fit_model(name: str, data: dict, train: np.ndarray, seed: int) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """Model `name` fitted on the training subjects as the pipeline fits it: (subject indices -> probability of
+    impairment, the blur it chose in mm)."""
+    from autopipe.models.lesion_features import coarse_grid, smooth_cells
+    from autopipe.plan.models import BALANCED_BELOW, C_GRID, SMOOTHING_MM
+    from autopipe.templates import load_template
+    from autopipe.train.hand_classifier import Smoothing, fit_classifier
+
+    names, y = data["names"], data["y"][train]
+    share = min(y.mean(), 1 - y.mean())
+    options = {"c_grid": C_GRID, "class_weight": "balanced" if share < BALANCED_BELOW else "none",
+               "inner_folds": 5, "seed": seed}
+    if name == "motor_load":
+        x = data["motor_ml"][:, None]
+        model = fit_classifier(x[train], y, ["motor_ml"], standardize=[True], **options)
+        return lambda subjects: model.probability(x[subjects]), 0.0
+    columns = [names.index("lesion_load_ml")] if name == "volume" else list(range(len(names)))
+    x = data["x"][:, columns]
+    chosen = [names[c] for c in columns]
+    is_cell = np.array([n.startswith("cell_") for n in chosen])
+    smoothing = None
+    if name == "smoothed":
+        _, mask = load_template(TEMPLATE, 2)
+        grid = coarse_grid(mask.data.shape, mask.affine, GRID_MM)
+        smoothing = Smoothing(is_cell, SMOOTHING_MM, lambda rows, sigma: smooth_cells(rows, grid, data["cells"], sigma))
+    model = fit_classifier(x[train], y, chosen, standardize=list(~is_cell), smoothing=smoothing, **options)
+    return lambda subjects: model.probability(x[subjects]), model.smoothing_mm
 
 
 def subjects(workdir: Path, seed: int, count: int) -> dict:

@@ -32,7 +32,9 @@ class LinearClassifier:
     intercept: float
     c: float
     class_weight: str
-    inner_log_loss: dict[str, float]  # mean inner-CV log loss per C tried
+    inner_log_loss: dict[str, float]  # mean inner-CV log loss per C tried (at the chosen smoothing)
+    smoothing_mm: float = 0.0  # the Gaussian blur of the lesion maps it was fitted on (folded into the weights)
+    smoothing_log_loss: dict[str, float] | None = None  # best inner-CV log loss per blur tried (mm)
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(np.asarray(features, float))
@@ -43,7 +45,8 @@ class LinearClassifier:
     def to_json(self) -> dict:
         return {"model": "p(impaired) = sigmoid(intercept + sum(weights * features))", "names": list(self.names),
                 "weights": [float(w) for w in self.weights], "intercept": float(self.intercept), "C": self.c,
-                "class_weight": self.class_weight, "inner_cv_log_loss": self.inner_log_loss}
+                "class_weight": self.class_weight, "inner_cv_log_loss": self.inner_log_loss,
+                "smoothing_mm": self.smoothing_mm, "smoothing_cv_log_loss": self.smoothing_log_loss or {}}
 
     @classmethod
     def from_json(cls, value: dict) -> LinearClassifier:
@@ -51,7 +54,9 @@ class LinearClassifier:
         if len(names) != len(weights):
             raise ValueError(f"{len(names)} feature names but {len(weights)} weights")
         return cls(names, weights, float(value["intercept"]), float(value["C"]), str(value["class_weight"]),
-                   {str(k): float(v) for k, v in value.get("inner_cv_log_loss", {}).items()})
+                   {str(k): float(v) for k, v in value.get("inner_cv_log_loss", {}).items()},
+                   float(value.get("smoothing_mm", 0.0)),
+                   {str(k): float(v) for k, v in value.get("smoothing_cv_log_loss", {}).items()})
 
 
 def load_classifier(path: Path, variant: str = "predicted") -> tuple[LinearClassifier, CoarseGrid, np.ndarray, dict]:

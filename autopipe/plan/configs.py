@@ -327,6 +327,7 @@ class HandFunctionPlan:
     class_weight: Annotated[str, Choice(CLASS_WEIGHTS)]
     inner_folds: int
     grid_mm: float = 6.0
+    smoothing_mm: tuple[float, ...] = (0.0,)  # Gaussian blurs of the lesion maps tried by inner CV (0 = none)
     model: Annotated[str, Choice(CLASSIFIERS)] = "logistic_regression"
     configuration: Annotated[str, Choice(CONFIGURATION_DIMS)] = "3d_fullres"  # whose segmentations feed it
     reasons: dict[str, str] = _reasons()
@@ -335,6 +336,8 @@ class HandFunctionPlan:
         _check_positive(self, "c_grid", "inner_folds", "grid_mm")
         check(len(self.features) > 0, "features", "at least one feature expected")
         check(self.inner_folds >= 2, "inner_folds", f"must be >= 2, got {self.inner_folds}")
+        check(len(self.smoothing_mm) > 0 and all(s >= 0 for s in self.smoothing_mm), "smoothing_mm",
+              f"one or more blur widths >= 0 mm expected, got {list(self.smoothing_mm)}")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from autopipe.models.lesion_features import (
     coarse_grid,
     feature_vector,
     on_full_grid,
+    smooth_cells,
     template_brain_on_grid,
 )
 from autopipe.paths import Workspace
@@ -44,7 +45,7 @@ from autopipe.preprocess.folds import Fold, load_fold
 from autopipe.preprocess.properties import read_properties
 from autopipe.preprocess.storage import plan_digest, read_case
 from autopipe.progress import track
-from autopipe.train.hand_classifier import fit_classifier
+from autopipe.train.hand_classifier import Smoothing, fit_classifier
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ def train_hand_predictor(fold: Fold, workspace: Workspace, *, seed: int = 0, pro
                                         c_grid=plan.c_grid, class_weight=plan.class_weight,
                                         inner_folds=plan.inner_folds, seed=seed,
                                         standardize=[not n.startswith("cell_") for n in rows.names],
-                                        where=f"training subjects of fold {fold.name}")
+                                        where=f"training subjects of fold {fold.name}",
+                                        smoothing=map_smoothing(rows.names, grid, cells, plan.smoothing_mm))
                    for name, rows in variants.items()}
     scores = {c: {"label": labels[c], **{name: float(classifiers[name].probability(variants[name].rows([c]))[0])
                                         for name in variants}} for c in held_out}
@@ -134,6 +136,15 @@ def train_hand_predictor(fold: Fold, workspace: Workspace, *, seed: int = 0, pro
     log.info("hand function fold %s: C %s (predicted), %s (oracle), %s (baseline); %d training, %d held-out "
              "subjects -> %s", fold.name, *(f"{classifiers[v].c:g}" for v in VARIANTS), len(train), len(held_out), out)
     return predictor
+
+
+def map_smoothing(names: list[str], grid: CoarseGrid, cells: np.ndarray, sigmas_mm: tuple[float, ...]
+                  ) -> Smoothing | None:
+    """The planned blurs of the lesion-map columns ("cell_*", in `cells` order), or None without such columns."""
+    columns = np.array([n.startswith("cell_") for n in names], bool)
+    if not columns.any() or sigmas_mm == (0.0,):
+        return None
+    return Smoothing(columns, tuple(sigmas_mm), lambda rows, sigma: smooth_cells(rows, grid, cells, sigma))
 
 
 def extract_features(fold: Fold, features: tuple[str, ...], grid: CoarseGrid, cells: np.ndarray,

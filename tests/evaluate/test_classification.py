@@ -112,7 +112,7 @@ def test_bootstrap_is_deterministic_and_contains_the_point_estimate() -> None:
         low, high = first[name]
         assert low < point[name] < high, name
         if name != "log_loss":  # nats, unbounded above
-            assert 0 <= low and high <= 1, name
+            assert low >= 0 and high <= 1, name
 
 
 def test_bootstrap_matches_a_plain_loop_over_the_same_resamples() -> None:

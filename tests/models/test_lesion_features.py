@@ -17,6 +17,7 @@ from autopipe.models.lesion_features import (
     lesion_summaries,
     on_full_grid,
     pool_ml,
+    smooth_cells,
     template_brain_on_grid,
 )
 from tests.case_properties import case_properties
@@ -183,3 +184,32 @@ def test_template_brain_on_the_real_2mm_template_grid() -> None:
     shifted[:3, 3] += 1.0
     moved = template_brain_on_grid("mni152_2009a_sym", (90, 110, 90), shifted)
     assert 1.2 < moved.sum() * VOXEL_ML / 1000 < 2.2
+
+
+def test_smooth_cells_is_the_identity_at_zero_and_keeps_an_interior_cells_mass() -> None:
+    grid = coarse_grid((30, 30, 30), FINE_AFFINE, 6.0)  # 10 cells of 6 mm per axis
+    cells = np.arange(int(np.prod(grid.shape)))
+    x = np.zeros((2, cells.size))
+    x[0, np.ravel_multi_index((5, 5, 5), grid.shape)] = 0.3
+    assert np.array_equal(smooth_cells(x, grid, cells, 0.0), x)
+    blurred = smooth_cells(x, grid, cells, 6.0)  # one cell of sigma
+    assert blurred[0].sum() == pytest.approx(0.3, rel=1e-3) and blurred[0].max() < 0.3 / 8
+    centre = blurred[0].reshape(grid.shape)
+    # the hand value: a 1D Gaussian of sigma 1 cell, sampled, gives the centre weight 0.3989 per axis
+    assert centre[5, 5, 5] == pytest.approx(0.3 * 0.39894 ** 3, rel=2e-3)
+    assert centre[4, 5, 5] == pytest.approx(centre[6, 5, 5]) == pytest.approx(centre[5, 5, 5] * np.exp(-0.5), rel=2e-3)
+    assert not blurred[1].any()
+
+
+def test_smooth_cells_is_symmetric_so_weights_map_back_to_raw_cells() -> None:
+    """x_blur . w == x . blur(w) for cells restricted to a brain-like subset: the fitted model keeps mL units."""
+    grid = coarse_grid((24, 27, 30), FINE_AFFINE, 6.0)
+    rng = np.random.default_rng(0)
+    cells = np.sort(rng.choice(int(np.prod(grid.shape)), size=300, replace=False))
+    x, w = rng.random((4, cells.size)), rng.normal(size=cells.size)
+    assert smooth_cells(x, grid, cells, 9.0) @ w == pytest.approx(x @ smooth_cells(w, grid, cells, 9.0))
+    assert smooth_cells(w, grid, cells, 9.0).shape == w.shape
+    with pytest.raises(ValueError, match="one column per cell"):
+        smooth_cells(x[:, :-1], grid, cells, 6.0)
+    with pytest.raises(ValueError, match="sigma_mm"):
+        smooth_cells(x, grid, cells, -1.0)
