@@ -8,8 +8,10 @@ draws them (lesions from the subject's "lesions" stream, the hand-function label
 stream, from the lesion mL inside the motor region: autopipe.synth.handfunction). Their lesion fractions are
 averaged onto the 2 mm MNI grid that preprocessing registers to (a 2 mm voxel centred where every second 1 mm
 voxel is: weights 1/4, 1/2, 1/4 per axis) and binarized at 1/2: a perfect segmentation after a perfect
-registration. The features are then made by the pipeline's own code (autopipe.models.lesion_features: 6 mm
-cells of lesion mL over the template brain, total load, count, largest lesion).
+registration (the 2 mm masks hold 10-25% less lesion than the 1 mm fractions the labels were drawn from: small
+lesions fall under 1/2 per voxel). The features are then made by the pipeline's own code
+(autopipe.models.lesion_features: 6 mm cells of lesion mL over the template brain, total load, count, largest
+lesion).
 
 Models, each fitted by the pipeline's own autopipe.train.hand_classifier.fit_classifier (L2 logistic regression,
 C from the plan's grid by inner 5-fold cross-validation on log loss, class weights as the plan would set them):
@@ -154,7 +156,7 @@ def subjects(workdir: Path, seed: int, count: int) -> dict:
     cache = workdir / f"oracle_seed{seed}_n{count}_grid{GRID_MM:g}.npz"
     if cache.is_file():
         with np.load(cache) as f:
-            return {k: f[k] for k in f.files} | {"names": list(np.load(cache)["names"])}
+            return {k: f[k] for k in f.files if k != "names"} | {"names": [str(n) for n in f["names"]]}
     from autopipe.models.lesion_features import brain_cells, coarse_grid, feature_vector, template_brain_on_grid
     from autopipe.progress import track
     from autopipe.synth import handfunction, lesions
