@@ -142,7 +142,7 @@ def map_smoothing(names: list[str], grid: CoarseGrid, cells: np.ndarray, sigmas_
                   ) -> Smoothing | None:
     """The planned blurs of the lesion-map columns ("cell_*", in `cells` order), or None without such columns."""
     columns = np.array([n.startswith("cell_") for n in names], bool)
-    if not columns.any() or sigmas_mm == (0.0,):
+    if not columns.any():
         return None
     return Smoothing(columns, tuple(sigmas_mm), lambda rows, sigma: smooth_cells(rows, grid, cells, sigma))
 
