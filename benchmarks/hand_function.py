@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--minutes", type=float, default=2.4, help="training budget per U-Net and fold")
-    parser.add_argument("--r", default="0.1,1", help="joint-loss weights to train, comma-separated")
+    parser.add_argument("--r", default="0.1,1", help="joint-loss weights to train, comma-separated ('' for none)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the cohort here to rerun faster")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -61,7 +61,7 @@ def main() -> None:
     segmentation_minutes = (time.monotonic() - started) / 60
 
     device, joint_minutes, dice = torch.device("cpu"), {}, {}
-    for r in (float(v) for v in args.r.split(",")):
+    for r in (float(v) for v in args.r.split(",") if v.strip()):
         tick = time.monotonic()
         for k in range(5):
             fold = load_fold(ws.raw / dataset, ws, str(k))
