@@ -88,8 +88,60 @@ def main() -> None:
     print("\nsegmentation Dice over held-out cases (pooled mean over 5 folds):")
     for name, value in dice.items():
         print(f"   {name:<32} {value:.3f}")
+    _print_region_recall(ws, dataset)
+    comparison = summary.get("comparisons", {}).get("predicted vs oracle")
+    if comparison:
+        low, high = comparison["accuracy_difference_ci"]
+        margin = 0.05 * summary["models"]["oracle"]["pooled"]["accuracy"]
+        print(f"\npredicted / oracle accuracy {comparison['accuracy_ratio']:.3f} "
+              f"[{comparison['accuracy_ratio_ci'][0]:.3f}, {comparison['accuracy_ratio_ci'][1]:.3f}]; the paired "
+              f"interval's half-width {(high - low) / 2:.3f} at n = {comparison['n']}: resolving a difference of 5% of "
+              f"the oracle's accuracy ({margin:.3f}) needs n of about "
+              f"{comparison['n'] * ((high - low) / 2 / margin) ** 2:.0f}")
     print(f"\nCPU minutes: segmentation + logistic regressions {segmentation_minutes:.1f}; joint U-Nets "
           + ", ".join(f"r={r:g}: {m:.1f}" for r, m in joint_minutes.items()))
+
+
+def _print_region_recall(ws, dataset: str) -> None:
+    """What segmentation loses where the labels come from: over the held-out subjects (each by the fold that held
+    it out), the ground-truth lesion volume inside the generating motor region that the predicted masks find."""
+    import numpy as np
+
+    from autopipe.cohort.image_io import read_volume
+    from autopipe.evaluate.hand_function import GENERATING_REGION
+    from autopipe.files import read_json
+    from autopipe.layout import PREDICTOR_FILE, case_paths, hand_dir
+    from autopipe.models.lesion_features import CoarseGrid, nearest_on_grid, on_full_grid
+    from autopipe.preprocess.folds import load_fold
+    from autopipe.preprocess.properties import read_properties
+    from autopipe.preprocess.storage import read_case
+
+    root = ws.raw / dataset
+    region_volume = read_volume(root / GENERATING_REGION)
+    sums = {"region": np.zeros(3), "brain": np.zeros(3)}  # truth, predicted, overlap (voxels)
+    loads = []
+    for path in sorted(hand_dir(ws, dataset).glob(f"fold_*/{PREDICTOR_FILE}")):
+        predictor = read_json(path)
+        fold = load_fold(root, ws, predictor["fold"])
+        grid = CoarseGrid.from_json(predictor["grid"])
+        region = nearest_on_grid((region_volume.data > 0).astype(np.uint8), region_volume.affine, grid.fine_shape,
+                                 grid.fine_affine) > 0
+        for case in predictor["held_out_cases"]:
+            predicted = read_volume(Path(predictor["segmentations"][case])).data > 0
+            properties = read_properties(case_paths(fold.preprocessed, case)[1])
+            truth = on_full_grid(read_case(case_paths(fold.preprocessed, case)[0], ("seg",))["seg"] > 0, properties)
+            for name, inside in (("region", region), ("brain", np.ones_like(region))):
+                sums[name] += [np.sum(truth & inside), np.sum(predicted & inside), np.sum(truth & predicted & inside)]
+            loads.append((np.sum(truth & region), np.sum(predicted & region)))
+    print("\nout-of-fold predicted masks against the ground truth (template space, held-out subjects pooled):")
+    for name, (truth, predicted, overlap) in sums.items():
+        print(f"   {'motor region' if name == 'region' else 'whole brain':<13} recall {overlap / max(truth, 1):.3f}  "
+              f"precision {overlap / max(predicted, 1):.3f}  Dice {2 * overlap / max(truth + predicted, 1):.3f}  "
+              f"(true {truth:.0f} voxels, predicted {predicted:.0f})")
+    truth, predicted = np.array(loads, float).T
+    if truth.std() > 0 and predicted.std() > 0:
+        print(f"   per-subject motor-region lesion load, predicted vs true: Pearson r "
+              f"{np.corrcoef(truth, predicted)[0, 1]:.3f} over {len(loads)} subjects")
 
 
 def _pooled_dice(ws, dataset: str, name: str) -> float:

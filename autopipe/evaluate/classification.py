@@ -31,6 +31,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
                "Mann-Whitney U / (n1 n0)); undefined when only one class is present",
     "log_loss": "-mean(y ln p + (1 - y) ln(1 - p)) in nats, p clipped to [1e-15, 1 - 1e-15]: a proper score, lower "
                 "is better; ln 2 = 0.693 for a constant 1/2",
+    "paired": "two models scored on the same subjects: the difference a - b of accuracy and of log loss, the ratio "
+              "of accuracies a / b, each with a paired percentile bootstrap interval (both models' predictions of a "
+              "resampled subject stay together); McNemar's exact test on the subjects exactly one of the two "
+              "classifies correctly (two-sided binomial p with 1/2, scipy.stats.binomtest)",
     "ci": "percentile bootstrap over subjects: resample subjects with replacement (2000 times unless stated), "
           "recompute the metric, take the 2.5th and 97.5th percentiles of the resampled values (95% level), "
           "leaving out resamples where the metric is undefined",
@@ -116,6 +120,42 @@ def bootstrap_intervals(y_true: Labels, probability: Scores, *,
         low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size >= 2 else (math.nan, math.nan)
         intervals[name] = (float(low), float(high))
     return intervals
+
+
+def paired_comparison(y_true: Labels, probability_a: Scores, probability_b: Scores, *, resamples: int = 2000,
+                      level: float = 0.95, seed: int = 0, threshold: float = 0.5) -> dict:
+    """Model a against model b on the same subjects, as METRIC_DEFINITIONS["paired"] says: accuracy difference
+    and ratio, log-loss difference (each with its interval), and McNemar's counts and exact p-value."""
+    from scipy.stats import binomtest
+
+    y, a = _pair(y_true, probability_a)
+    _, b = _pair(y_true, probability_b)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if int(resamples) != resamples or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples}")
+    right_a, right_b = (a >= threshold) == y, (b >= threshold) == y
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    index = np.random.default_rng(seed).integers(0, y.size, size=(int(resamples), y.size))
+    acc_a, acc_b = right_a[index].mean(1), right_b[index].mean(1)
+    loss_a, loss_b = _losses(y, a), _losses(y, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(acc_b > 0, acc_a / acc_b, np.nan)
+    tail = 100 * (1 - level) / 2
+
+    def interval(values: np.ndarray) -> list[float]:
+        finite = values[np.isfinite(values)]
+        return [float(v) for v in np.percentile(finite, [tail, 100 - tail])] if finite.size >= 2 else [math.nan] * 2
+
+    accuracy_a, accuracy_b = float(right_a.mean()), float(right_b.mean())
+    return {"n": int(y.size),
+            "accuracy_difference": accuracy_a - accuracy_b, "accuracy_difference_ci": interval(acc_a - acc_b),
+            "accuracy_ratio": accuracy_a / accuracy_b if accuracy_b > 0 else math.nan,
+            "accuracy_ratio_ci": interval(ratios),
+            "log_loss_difference": float(np.mean(loss_a - loss_b)),
+            "log_loss_difference_ci": interval((loss_a - loss_b)[index].mean(1)),
+            "only_a_right": only_a, "only_b_right": only_b,
+            "mcnemar_p": float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0}
 
 
 def calibration_bins(y_true: Labels, probability: Scores,

@@ -25,6 +25,7 @@ from autopipe.evaluate.classification import (
     bootstrap_intervals,
     classification_metrics,
     format_metrics,
+    paired_comparison,
     plot_calibration,
 )
 from autopipe.evaluate.coefficient_map import cells_to_volume, plot_map, region_weight_fraction, write_map
@@ -90,12 +91,37 @@ def evaluate_hand_function(root: Path, workspace: Workspace, dataset: str, *, re
         "definitions": METRIC_DEFINITIONS, "bootstrap": {"resamples": resamples, "level": 0.95, "seed": seed},
         "models": {name: {"description": VARIANTS.get(name, "joint U-Net: hand-function head on the encoder, "
                                                             "L = L_seg + r L_cls"), **s} for name, s in scores.items()},
+        "comparisons": compare_models(models, resamples, seed),
         "reference": PVL_REFERENCE,
         "coefficient_map": mean_coefficient_map(root, out),
     }
     write_json(out / "summary.json", summary)
     summary["text"] = format_summary(summary, out)
     return summary
+
+
+def compare_models(models: dict[str, dict[str, dict[str, dict]]], resamples: int = 2000, seed: int = 0
+                   ) -> dict[str, dict]:
+    """"A vs B" -> paired_comparison on the subjects both scored: the predicted maps against the oracle (what
+    segmentation costs) and every model against the volume-only baseline (what location adds)."""
+    pairs = [("predicted", "oracle")] + [(name, "baseline") for name in models if name != "baseline"]
+    result = {}
+    for a, b in pairs:
+        if a not in models or b not in models:
+            continue
+        rows_a, rows_b = (_pooled(models[name]) for name in (a, b))
+        common = sorted(set(rows_a) & set(rows_b))
+        if not common:
+            continue
+        labels = [int(rows_a[c]["label"]) for c in common]
+        result[f"{a} vs {b}"] = paired_comparison(labels, [rows_a[c]["probability"] for c in common],
+                                                  [rows_b[c]["probability"] for c in common],
+                                                  resamples=resamples, seed=seed)
+    return result
+
+
+def _pooled(folds: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    return {case: row for cases in folds.values() for case, row in cases.items()}
 
 
 def mean_coefficient_map(root: Path, out: Path) -> dict | None:
@@ -149,6 +175,14 @@ def format_summary(summary: dict, out: Path) -> str:
         folds = ", ".join(f"{k}: acc {m['accuracy']:.2f} F1 {_num(m['f1'])} AUC {_num(m['roc_auc'])} (n {m['n']})"
                           for k, m in s["folds"].items())
         lines.append(f"  {name}: {folds}")
+    if summary.get("comparisons"):
+        lines.append("paired on the same subjects (a - b, 95% paired bootstrap; McNemar exact p):")
+    for pair, c in summary.get("comparisons", {}).items():
+        lines.append(f"  {pair}: accuracy {c['accuracy_difference']:+.3f} [{c['accuracy_difference_ci'][0]:+.3f}, "
+                     f"{c['accuracy_difference_ci'][1]:+.3f}] (ratio {_num(c['accuracy_ratio'])}, p "
+                     f"{c['mcnemar_p']:.2g}, {c['only_a_right']} vs {c['only_b_right']} subjects right by one only), "
+                     f"log loss {c['log_loss_difference']:+.3f} [{c['log_loss_difference_ci'][0]:+.3f}, "
+                     f"{c['log_loss_difference_ci'][1]:+.3f}] (n {c['n']})")
     reference = summary["reference"]
     lines.append(f"  reference ({reference['source']}): accuracy {reference['accuracy']}, F1 {reference['f1']}")
     for variant, info in (summary.get("coefficient_map") or {}).items():

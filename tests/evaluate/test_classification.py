@@ -21,6 +21,7 @@ from autopipe.evaluate.classification import (
     f1_score,
     format_metrics,
     log_loss,
+    paired_comparison,
     plot_calibration,
     roc_auc,
 )
@@ -39,8 +40,8 @@ def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return y, np.round(p * 20) / 20
 
 
-def test_definitions_cover_every_metric_and_the_interval() -> None:
-    assert set(METRIC_DEFINITIONS) == {*METRICS, "ci"}
+def test_definitions_cover_every_metric_the_interval_and_the_paired_test() -> None:
+    assert set(METRIC_DEFINITIONS) == {*METRICS, "ci", "paired"}
 
 
 def test_hand_case() -> None:
@@ -145,6 +146,44 @@ def test_bootstrap_skips_undefined_resamples() -> None:
     assert one_class["accuracy"][0] <= 0.75 <= one_class["accuracy"][1]
     tiny = bootstrap_intervals([1, 0], [0.8, 0.3], resamples=100)  # half the resamples hold one class
     assert tiny["roc_auc"] == (1.0, 1.0)
+
+
+def test_paired_comparison_hand_case() -> None:
+    # labels [1, 1, 0, 0, 0, 1]; a right on subjects 0, 1, 2, 3, 4 (wrong on 5); b right on 0, 3, 5
+    y = [1, 1, 0, 0, 0, 1]
+    a = [0.9, 0.6, 0.4, 0.1, 0.2, 0.3]
+    b = [0.8, 0.4, 0.7, 0.3, 0.5, 0.6]
+    result = paired_comparison(y, a, b, resamples=500, seed=3)
+    assert result["n"] == 6
+    assert result["accuracy_difference"] == pytest.approx(5 / 6 - 3 / 6)
+    assert result["accuracy_ratio"] == pytest.approx(5 / 3)
+    assert (result["only_a_right"], result["only_b_right"]) == (3, 1)
+    assert result["mcnemar_p"] == pytest.approx(2 * (1 + 4) / 16)  # 2 P(X <= 1), X ~ Bin(4, 1/2)
+    losses = -np.log([0.9, 0.6, 0.6, 0.9, 0.8, 0.3]) + np.log([0.8, 0.4, 0.3, 0.7, 0.5, 0.6])
+    assert result["log_loss_difference"] == pytest.approx(losses.mean())
+    low, high = result["accuracy_difference_ci"]
+    assert low <= result["accuracy_difference"] <= high
+
+
+def test_paired_comparison_of_a_model_with_itself_is_null() -> None:
+    y = np.random.default_rng(0).integers(0, 2, 50)
+    p = np.random.default_rng(1).random(50)
+    result = paired_comparison(y, p, p)
+    assert result["accuracy_difference"] == 0 and result["accuracy_difference_ci"] == [0.0, 0.0]
+    assert result["accuracy_ratio"] == 1 and result["mcnemar_p"] == 1.0
+    assert result["log_loss_difference_ci"] == [0.0, 0.0]
+
+
+def test_paired_interval_is_narrower_than_unpaired_for_correlated_models() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    a = np.clip(0.5 + (y - 0.5) * 0.3 + rng.normal(0, 0.25, 300), 0, 1)
+    b = np.clip(a + rng.normal(0, 0.05, 300), 0, 1)
+    paired = paired_comparison(y, a, b, seed=0)
+    unpaired = [bootstrap_intervals(y, p, seed=s)["accuracy"] for s, p in ((1, a), (2, b))]
+    half_widths = [(high - low) / 2 for low, high in unpaired]
+    low, high = paired["accuracy_difference_ci"]
+    assert high - low < math.hypot(*half_widths) * 2
 
 
 def test_calibration_bins_hand_case() -> None:

@@ -217,6 +217,12 @@ def test_the_report_pools_the_folds_and_finds_the_generating_region(cohort):
     motor_world = AFFINE[:3, :3] @ np.array(MOTOR) + AFFINE[:3, 3]
     assert np.all(np.abs(world - motor_world) <= 8.0)  # the map peaks where the lesions that drive it are
     assert "predicted" in summary["text"] and "generating region" in summary["text"]
+    comparisons = summary["comparisons"]
+    assert set(comparisons) == {"predicted vs oracle", "predicted vs baseline", "oracle vs baseline"}
+    assert all(c["n"] == 12 for c in comparisons.values())
+    oracle = summary["models"]["oracle"]["pooled"]["accuracy"]
+    assert comparisons["predicted vs oracle"]["accuracy_difference"] == pytest.approx(pooled["accuracy"] - oracle)
+    assert "predicted vs oracle: accuracy" in summary["text"]
 
 
 def test_a_new_subject_is_scored_by_every_fold_on_its_template_space_mask(cohort, tmp_path):
