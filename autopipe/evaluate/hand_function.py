@@ -38,6 +38,7 @@ from autopipe.paths import Workspace
 log = logging.getLogger(__name__)
 
 GENERATING_REGION = "groundtruth/motor_region_template.nii.gz"
+JOINT_DESCRIPTION = "joint U-Net: a logistic head on its whole-brain lesion map, L = L_seg + r L_cls"
 PVL_REFERENCE = {"accuracy": 0.872, "f1": 0.838, "source": "PVL study, logistic regression on segmentations"}
 
 
@@ -89,8 +90,7 @@ def evaluate_hand_function(root: Path, workspace: Workspace, dataset: str, *, re
     plot_calibration(out / "calibration.png", curves, "hand function: pooled held-out subjects")
     summary = {
         "definitions": METRIC_DEFINITIONS, "bootstrap": {"resamples": resamples, "level": 0.95, "seed": seed},
-        "models": {name: {"description": VARIANTS.get(name, "joint U-Net: hand-function head on the encoder, "
-                                                            "L = L_seg + r L_cls"), **s} for name, s in scores.items()},
+        "models": {name: {"description": VARIANTS.get(name, JOINT_DESCRIPTION), **s} for name, s in scores.items()},
         "comparisons": compare_models(models, resamples, seed),
         "reference": PVL_REFERENCE,
         "coefficient_map": mean_coefficient_map(root, out),

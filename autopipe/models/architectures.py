@@ -5,7 +5,9 @@ checkpoint alone (never from a plan that may have changed since).
     PlainConvUNet           nnU-Net's plain U-Net (models.unet)       in_channels, num_classes, features_per_stage,
                                                                       kernel_sizes, strides, n_conv_per_stage,
                                                                       deep_supervision
-    JointUNet               the same with a hand-function head        the same, plus hand_head: true
+    JointUNet               the same with a whole-brain lesion-map    the same, plus hand_head (the head's grid:
+                            hand-function head (models.joint_unet)    fine_shape, factor, cells, voxel_ml),
+                                                                      patch_size, transpose_forward
     CIRIM                   models.cirim                              cascades, time_steps, hidden_channels, cell
     AttentionUNet2d         models.attention_unet (1 magnitude        channels, poolings, classes (default 2:
                             channel in, one logit per class out)      background and lesion)
@@ -32,6 +34,14 @@ from autopipe.models.mtlrs import MTLRS, ReconstructThenSegment
 from autopipe.models.unet import PlainConvUNet
 
 
+def _joint_unet(kwargs: dict) -> JointUNet:
+    if not isinstance(kwargs.get("hand_head"), dict):
+        raise AutopipeError("this joint model was trained by an earlier autopipe, whose hand-function head saw one "
+                            "patch at a time; this version's head reads the whole brain's lesion map",
+                            fix="train it again: `autopipe train FOLD -c joint_CONFIGURATION --force`")
+    return JointUNet(**kwargs)
+
+
 def _attention_unet(kwargs: dict) -> AttentionUNet2d:
     kwargs = dict(kwargs)
     return AttentionUNet2d(in_channels=1, num_classes=kwargs.pop("classes", 2), **kwargs)
@@ -39,7 +49,7 @@ def _attention_unet(kwargs: dict) -> AttentionUNet2d:
 
 ARCHITECTURES: dict[str, Callable[[dict], nn.Module]] = {
     "PlainConvUNet": lambda kwargs: PlainConvUNet(**kwargs),
-    "JointUNet": lambda kwargs: JointUNet(**{k: v for k, v in kwargs.items() if k != "hand_head"}),
+    "JointUNet": _joint_unet,
     "CIRIM": lambda kwargs: CIRIM(**kwargs),
     "AttentionUNet2d": _attention_unet,
     "ReconstructThenSegment": lambda kwargs: ReconstructThenSegment(CIRIM(**kwargs["reconstruction"]),

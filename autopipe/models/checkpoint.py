@@ -11,7 +11,7 @@ strings, lists, dicts: nothing executable). Keys:
     kind "segmentation" (autopipe.train.segmentation_task) adds configuration, patch_size, transpose_forward,
         best_ema_dice
     kind "joint" (the same task with a hand-function head) adds to those hand_weight (r), and
-        network_kwargs["hand_head"] = True
+        network_kwargs["hand_head"] (the head's grid; a bare True in checkpoints of the earlier patch head)
     kind "slice_model" (autopipe.train.slice_task) adds model, best_val_loss
 """
 

@@ -342,15 +342,19 @@ class HandFunctionPlan:
 
 @dataclass(frozen=True)
 class JointPlan:
-    """The PVL work's future joint model: a hand-function head on the U-Net's encoder, L = L_seg + r L_cls."""
+    """The PVL work's future joint model: a hand-function head on the U-Net's whole-brain lesion map,
+    L = L_seg + r L_cls, started from the trained plain U-Net."""
 
     hand_function_weight: float  # r
     configuration: Annotated[str, Choice(CONFIGURATION_DIMS)] = "3d_fullres"
+    brain_every: int = 4  # a whole brain joins every brain_every-th training step
     reasons: dict[str, str] = _reasons()
 
     def __post_init__(self) -> None:
         check(self.hand_function_weight > 0, "hand_function_weight",
               f"r must be > 0 (0 is the plain U-Net), got {self.hand_function_weight}")
+        check(self.brain_every >= 1, "brain_every", f"must be >= 1 (1 = a brain in every step), got "
+                                                    f"{self.brain_every}")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 SMOOTHING_MM = (0.0, 6.0, 12.0)
 BALANCED_BELOW = 0.4  # minority share under which classes are weighted
 JOINT_HAND_WEIGHT = 0.1
+JOINT_BRAIN_EVERY = 4
 
 
 def rim_forward_flops(matrix: tuple[int, int], coils: int, hidden: int) -> float:
@@ -192,8 +193,10 @@ def plan_joint(hand: HandFunctionPlan | None) -> JointPlan | None:
         JointPlan,
         hand_function_weight=(JOINT_HAND_WEIGHT, "L = L_seg + r L_cls with r like MTLRS' auxiliary 0.1: one label per "
                                                  "patient against thousands of voxels per patch"),
-        configuration=(hand.configuration, "the head sits on the encoder of the U-Net whose segmentations the "
-                                           "logistic regression uses"),
+        configuration=(hand.configuration, "the head reads the lesion map of the U-Net whose segmentations the "
+                                           "logistic regression uses, and starts from that U-Net, trained"),
+        brain_every=(JOINT_BRAIN_EVERY, "a whole brain passes the U-Net as patch-sized tiles (about 4 patch "
+                                        "batches at 2 mm): one per 4 steps about doubles a step's time"),
     )  # type: ignore[return-value]
 
 

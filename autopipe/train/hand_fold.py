@@ -108,7 +108,7 @@ def train_hand_predictor(fold: Fold, workspace: Workspace, *, seed: int = 0, pro
     _check_classes(train, held_out, labels, fold)
     masks = {c: _mask_path(workspace, fold, plan, sources[c], c) for c in [*train, *held_out]}
     template = read_properties(case_paths(fold.preprocessed, train[0])[1]).template
-    grid, cells = _grid_and_cells(fold, train[0], plan)
+    grid, cells = grid_and_cells(fold, train[0], plan)
     features = _planned_features(plan, fold)
     variants = extract_features(fold, features, grid, cells, masks, [*train, *held_out], progress)
     classifiers = {name: fit_classifier(rows.rows(train), [labels[c] for c in train], rows.names,
@@ -251,7 +251,8 @@ def _check_classes(train: list[str], held_out: list[str], labels: dict, fold: Fo
                         "impaired" if 1 in classes else "good")
 
 
-def _grid_and_cells(fold: Fold, case: str, plan: HandFunctionPlan) -> tuple[CoarseGrid, np.ndarray]:
+def grid_and_cells(fold: Fold, case: str, plan: HandFunctionPlan) -> tuple[CoarseGrid, np.ndarray]:
+    """The plan's coarse grid over the full template grid of `case`, and its brain cells (none in native space)."""
     properties = read_properties(case_paths(fold.preprocessed, case)[1])
     full = properties.full_grid.as_grid()
     grid = coarse_grid(full.shape, full.affine, plan.grid_mm)

@@ -1,8 +1,9 @@
 """Which models `autopipe train FOLD` trains, as jobs for the training loop (autopipe.train.fit).
 
     segmentation   one job per configuration of the plan (3d_fullres, 2d): results/DATASET/CONFIGURATION/fold_K
-    joint U-Net    the plan's joint configuration with a hand-function head: results/DATASET/joint_CONFIGURATION
-                   (joint_CONFIGURATION_rR for another r, so a sweep over r never overwrites the planned model)
+    joint U-Net    the plan's joint configuration with a whole-brain hand-function head, started from the fold's
+                   trained plain U-Net: results/DATASET/joint_CONFIGURATION (joint_CONFIGURATION_rR for another
+                   r, so a sweep over r never overwrites the planned model)
     k-space        the models the plan's reconstruction approaches need, on the fold's cases with prepared
                    k-space, cirim first: results/DATASET/reconstruction/MODEL/fold_K
 
@@ -24,6 +25,8 @@ from autopipe.plan.planner import NUM_CLASSES
 from autopipe.preprocess.folds import Fold
 from autopipe.preprocess.kspace_slices import cases_with_kspace
 from autopipe.train.fit import Job, Upstream
+from autopipe.train.hand_fold import grid_and_cells
+from autopipe.train.joint_start import JointSettings
 from autopipe.train.segmentation_task import SegmentationTask, TrainingSettings
 from autopipe.train.slice_task import SliceSettings, SliceTask
 
@@ -74,8 +77,9 @@ def joint_job(fold: Fold, workspace: Workspace, labels: dict[str, int | None], r
               configuration: str, *, epochs: int | None = None, iterations: int | None = None,
               loader_workers: int = 0, seed: int = 12345, optimizer: str | None = None) -> Job:
     """The segmentation job of `configuration` on `fold` (training_jobs) turned into the joint
-    model with weight r (`labels`: case -> 0/1; unlabelled training cases add to L_seg only). Held-out labels
-    only give the validation curve of L_cls: the final network, which is what gets scored, never depends on them."""
+    model with weight r (`labels`: case -> 0/1; unlabelled training cases add to L_seg only), built on the fold's
+    trained `configuration`. Held-out labels only give the validation curve of L_cls: the final network, which is
+    what gets scored, never depends on them."""
     if not r > 0:
         raise AutopipeError(f"hand-function weight r = {r}: the joint model needs r > 0 (r = 0 is the plain U-Net)")
     plain = training_jobs(fold, workspace, [configuration], epochs=epochs, iterations=iterations,
@@ -97,8 +101,18 @@ def joint_job(fold: Fold, workspace: Workspace, labels: dict[str, int | None], r
     name = joint_name(configuration, r, planned_r)
     hand_labels = tuple((case, int(label)) for case in (*fold.train_cases, *fold.val_cases)
                         if (label := labels.get(case)) is not None)
+    grid, cells = grid_and_cells(fold, fold.train_cases[0], fold.plans.hand_function)
+    if not len(cells):
+        raise AutopipeError("the joint model reads lesion maps on the template grid, and this cohort is "
+                            "preprocessed in native space", where=str(fold.preprocessed),
+                            fix="plan with template-space preprocessing, or use the logistic regressions alone")
+    settings = JointSettings(grid, tuple(int(c) for c in cells), fold.plans.joint.brain_every,
+                             fold.plans.hand_function)
+    upstream = Upstream(configuration, checkpoint_path(fold_dir(workspace, fold.spec.name, configuration, fold.name),
+                                                       "final"))
     return replace(plain, name=name, out_dir=fold_dir(workspace, fold.spec.name, name, fold.name),
-                   task=replace(plain.task, hand_labels=hand_labels, hand_weight=float(r)))
+                   task=replace(plain.task, hand_labels=hand_labels, hand_weight=float(r), joint_settings=settings),
+                   builds_on=upstream)
 
 
 def kspace_cases(fold: Fold) -> tuple[list[str], list[str]]:

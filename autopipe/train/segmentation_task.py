@@ -5,9 +5,12 @@ Dice + cross-entropy (autopipe.train.loss), nnU-Net's SGD with the poly schedule
 precision on CUDA, and validation by lesion pseudo Dice on validation patches, whose moving average picks the
 best checkpoint.
 
-A task with hand_weight r > 0 trains the joint model (autopipe.models.joint_unet): the same U-Net with a
-hand-function head on its bottleneck, minimising L_seg + r L_cls where every patch carries the hand-function
-label of its case (autopipe.train.joint_loss).
+A task with hand_weight r > 0 trains the joint model (autopipe.models.joint_unet): the same U-Net whose
+whole-brain lesion map feeds a hand-function head, minimising L_seg + r L_cls (autopipe.train.joint_loss).
+Every `brain_every`-th step adds one labelled training subject's whole brain to the step's patches (one per
+rank, the subjects in a seeded order); L_cls of up to VALIDATION_BRAINS labelled validation subjects gives its
+validation curve. The model starts from the fold's trained plain U-Net and a fitted head
+(autopipe.train.joint_start).
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from autopipe.distributed import Ranks, mean_across_ranks, sum_across_ranks
-from autopipe.models.joint_unet import build_joint_network
+from autopipe.models.joint_unet import Brain, build_joint_network
 from autopipe.models.unet import build_network, output_strides
 from autopipe.plan.configs import INITIAL_LR, OPTIMIZERS, SegmentationConfig
 from autopipe.progress import Progress
 from autopipe.train.batches import PatchBatches, batch_loader
 from autopipe.train.fit import Job
-from autopipe.train.joint_loss import joint_loss, pos_weight_for
+from autopipe.train.joint_loss import hand_loss, joint_loss, pos_weight_for
+from autopipe.train.joint_start import BrainSource, JointSettings, warm_start
 from autopipe.train.loss import confusion_counts, deep_supervision_loss, deep_supervision_weights, pseudo_dice
 from autopipe.train.schedule import poly_lr
+
+VALIDATION_BRAINS = 4  # labelled validation subjects whose whole brains give L_cls's validation curve
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ def make_optimizer(name: str, parameters, settings: TrainingSettings) -> torch.o
 @dataclass(frozen=True)
 class SegmentationTask:
     """One configuration of the plan on preprocessed patches; with hand_weight > 0 the joint model, whose
-    hand_labels (case, 0/1) cover every training case (and the labelled validation cases)."""
+    hand_labels (case, 0/1) cover the labelled training and validation cases, and `joint_settings` its head."""
 
     config: SegmentationConfig
     preprocessed: Path
@@ -77,6 +84,7 @@ class SegmentationTask:
     settings: TrainingSettings
     hand_labels: tuple[tuple[str, int], ...] = ()
     hand_weight: float = 0.0
+    joint_settings: JointSettings | None = None
     best_key: ClassVar[str] = "best_ema_dice"  # the moving average of the validation pseudo Dice
     higher_is_better: ClassVar[bool] = True
 
@@ -99,11 +107,19 @@ class SegmentationTask:
         return {"in_channels": self.in_channels, "num_classes": self.num_classes,
                 "features_per_stage": list(c.features_per_stage), "kernel_sizes": [list(k) for k in c.kernel_sizes],
                 "strides": [list(s) for s in c.strides], "n_conv_per_stage": c.n_conv_per_stage,
-                "deep_supervision": c.deep_supervision, **({"hand_head": True} if self.joint else {})}
+                "deep_supervision": c.deep_supervision, **(self._joint_kwargs() if self.joint else {})}
+
+    def _joint_kwargs(self) -> dict:
+        if self.joint_settings is None:
+            raise ValueError("a joint task (hand_weight > 0) needs joint_settings")
+        return {"hand_head": self.joint_settings.geometry(), "patch_size": list(self.config.patch_size),
+                "transpose_forward": list(self.transpose_forward)}
 
     def build(self) -> nn.Module:
-        return (build_joint_network if self.joint else build_network)(self.config, self.in_channels,
-                                                                       self.num_classes)
+        if self.joint:
+            return build_joint_network(self.config, self.in_channels, self.num_classes,
+                                       self._joint_kwargs()["hand_head"], self.transpose_forward)
+        return build_network(self.config, self.in_channels, self.num_classes)
 
     def optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         return make_optimizer(self.settings.optimizer, network.parameters(), self.settings)
@@ -113,7 +129,7 @@ class SegmentationTask:
 
     def runner(self, job: Job, network: nn.Module, device: torch.device, ranks: Ranks,
                resumed: bool) -> SegmentationRun:
-        return SegmentationRun(self, job, device, ranks)
+        return SegmentationRun(self, job, network, device, ranks, resumed)
 
     def score(self, record: dict) -> float:
         return record["ema_pseudo_dice"]
@@ -158,8 +174,9 @@ class SegmentationTask:
 class SegmentationRun:
     """A segmentation task at work: its patch streams (this rank's), deep-supervision weights and hand term."""
 
-    def __init__(self, task: SegmentationTask, job: Job, device: torch.device, ranks: Ranks) -> None:
-        self.task, self.job, self.device = task, job, device
+    def __init__(self, task: SegmentationTask, job: Job, network: nn.Module, device: torch.device, ranks: Ranks,
+                 resumed: bool = False) -> None:
+        self.task, self.job, self.device, self.ranks = task, job, device, ranks
         batch_size = per_rank_batch_size(task.config.batch_size, ranks.world_size)
 
         def batches(cases: tuple[str, ...], augment: bool, stream: str) -> PatchBatches:
@@ -170,7 +187,10 @@ class SegmentationRun:
         self.validation = batches(job.val_cases or job.train_cases, False, "validation")  # fold "all": its own cases
         self.strides = output_strides(task.config.strides)
         self.weights = deep_supervision_weights(len(self.strides)) if task.config.deep_supervision else (1.0,)
-        self.hand = hand_term(task, job)
+        self.hand = hand_term(task, job, device)
+        if self.hand is not None and job.builds_on is not None and not resumed:
+            warm_start(network, job.builds_on.checkpoint, task.preprocessed,
+                       {c: self.hand.labels[c] for c in self.hand.train_cases}, task.joint_settings, task.seed)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                     epoch: int, show: bool) -> dict:
@@ -179,28 +199,45 @@ class SegmentationRun:
         lr = poly_lr(settings.initial_lr, epoch, settings.epochs, settings.poly_exponent)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, hand_loss, wait = _train_epoch(model, optimizer, scaler, self.training, epoch, self.job, self.task,
-                                             self.device, self.strides, self.weights, self.hand, show)
+        loss, cls_loss, wait = _train_epoch(model, optimizer, scaler, self.training, epoch, self.job, self.task,
+                                             self.device, self.strides, self.weights, self.hand, self.ranks, show)
         return {"train_loss": loss, "lr": lr, "data_wait": wait,
-                **({"train_hand_loss": hand_loss} if self.hand else {})}
+                **({"train_hand_loss": cls_loss} if self.hand else {})}
 
     def validate(self, model: nn.Module, epoch: int, history: list[dict]) -> dict:
         """Validation loss and lesion pseudo Dice, with its moving average (nnU-Net: 0.9 old + 0.1 new)."""
-        loss, hand_loss, dice = _validate(model, self.validation, epoch, self.task, self.device, self.strides,
+        loss, cls_loss, dice = _validate(model, self.validation, epoch, self.task, self.device, self.strides,
                                           self.weights, self.hand)
         ema = _moving_average(history[-1]["ema_pseudo_dice"] if history else math.nan, dice,
                               self.task.settings.ema_weight)
         return {"val_loss": loss, "pseudo_dice": dice, "ema_pseudo_dice": ema,
-                **({"val_hand_loss": hand_loss} if self.hand else {})}
+                **({"val_hand_loss": cls_loss} if self.hand else {})}
 
 
 @dataclass(frozen=True)
 class HandTask:
-    """A joint job's hand-function term: each case's label, r, and the training cases' class balance."""
+    """A joint job's hand-function term: each case's label, r, the training cases' class balance, the labelled
+    training subjects whose brains the steps add (every `every`-th step) and the validation subjects'."""
 
     labels: dict[str, int]
     weight: float
     pos_weight: float
+    train_cases: tuple[str, ...]
+    val_cases: tuple[str, ...]
+    every: int
+    seed: int
+    brains: BrainSource
+
+    def step_cases(self, epoch: int, step: int, steps_per_epoch: int, ranks: Ranks) -> list[str]:
+        """The subject whose brain step `step` of `epoch` adds on this rank ([] between brain steps): a pure
+        function of (seed, epoch, step, rank), each pass over the subjects in its own seeded order."""
+        if step % self.every:
+            return []
+        per_epoch = -(-steps_per_epoch // self.every)
+        k = (epoch * per_epoch + step // self.every) * ranks.world_size + ranks.rank
+        passes, position = divmod(k, len(self.train_cases))
+        order = np.random.default_rng([self.seed, passes]).permutation(len(self.train_cases))
+        return [self.train_cases[order[position]]]
 
     def loss(self, seg_loss: torch.Tensor, logits: torch.Tensor,
              cases: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -215,13 +252,16 @@ class HandTask:
         return total, cls, len(known)
 
 
-def hand_term(task: SegmentationTask, job: Job) -> HandTask | None:
+def hand_term(task: SegmentationTask, job: Job, device: torch.device) -> HandTask | None:
     """The hand-function term of a joint task (None for a plain one); ValueError when the labelled training cases
     hold one class only. Unlabelled cases train the segmentation alone."""
     if not task.joint:
         return None
     labels = dict(task.hand_labels)
-    return HandTask(labels, task.hand_weight, pos_weight_for([labels[c] for c in job.train_cases if c in labels]))
+    train = tuple(c for c in job.train_cases if c in labels)
+    val = tuple(sorted(c for c in job.val_cases if c in labels)[:VALIDATION_BRAINS])
+    return HandTask(labels, task.hand_weight, pos_weight_for([labels[c] for c in train]), train, val,
+                    task.joint_settings.brain_every, task.seed, BrainSource(task.preprocessed, device))
 
 
 def per_rank_batch_size(batch_size: int, world_size: int) -> int:
@@ -231,7 +271,7 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
 
 def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                  batches: PatchBatches, epoch: int, job: Job, task: SegmentationTask, device: torch.device,
-                 strides: list[tuple[int, ...]], weights: tuple[float, ...], hand: HandTask | None,
+                 strides: list[tuple[int, ...]], weights: tuple[float, ...], hand: HandTask | None, ranks: Ranks,
                  show: bool) -> tuple[float, float, float]:
     """One epoch of steps; returns the mean loss and hand-function loss (nan without `hand`) over ranks, and the
     seconds spent waiting for batches."""
@@ -241,19 +281,22 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
     count = settings.iterations_per_epoch
     loader = iter(batch_loader(batches, epoch * count, count, settings.loader_workers))
     with Progress(count, f"{job.name} fold {job.fold} epoch {epoch + 1}/{settings.epochs}", enabled=show) as bar:
-        for _ in range(count):
+        for step in range(count):
             tick = time.monotonic()
             batch = next(loader)
             waited += time.monotonic() - tick
             data = batch["data"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
+            cases = hand.step_cases(epoch, step, count, ranks) if hand is not None else []
+            brains = [hand.brains(c) for c in cases] if hand is not None else None
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=scaler is not None):
-                outputs, hand_logits = _forward(model, data, hand)
+                outputs, hand_logits = _forward(model, data, brains)
                 loss = deep_supervision_loss(outputs, target, strides, weights) + _unweighted(outputs, weights)
                 if hand is not None:
-                    loss, hand_loss, _ = hand.loss(loss, hand_logits, batch["cases"])
-                    hand_losses.append(hand_loss.detach())
+                    loss, cls, labelled = hand.loss(loss, hand_logits, cases)
+                    if labelled:
+                        hand_losses.append(cls.detach())
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -266,30 +309,35 @@ def _train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
                 optimizer.step()
             losses.append(loss.detach())
             bar.advance()
-    return mean_across_ranks(losses, device), mean_across_ranks(hand_losses, device) if hand else math.nan, waited
+    hand_mean = mean_across_ranks(hand_losses, device) if hand is not None and hand_losses else math.nan
+    return mean_across_ranks(losses, device), hand_mean, waited
 
 
 @torch.no_grad()
 def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, task: SegmentationTask, device: torch.device,
               strides: list[tuple[int, ...]], weights: tuple[float, ...],
               hand: HandTask | None) -> tuple[float, float, float]:
-    """Loss, hand-function loss (nan without `hand` or labelled samples) and lesion pseudo Dice on validation
-    patches; every rank sees the same number of batches."""
+    """Loss and lesion pseudo Dice on validation patches (every rank sees the same number of batches), and L_cls
+    of the hand task's validation brains (nan without them)."""
     model.eval()
     count = task.settings.validation_iterations
-    sums = torch.zeros(3, device=device)  # loss, hand-function loss x its samples, labelled samples
+    sums = torch.zeros(3, device=device)  # loss, hand-function loss x its brains, brains (the same on every rank)
     counts = torch.zeros(3, task.num_classes - 1, device=device)
     for batch in batch_loader(batches, epoch * count, count, 0):
         data, target = batch["data"].to(device), batch["target"].to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda" and task.settings.mixed_precision):
-            outputs, hand_logits = _forward(model, data, hand)
+            outputs, _ = _forward(model, data, None)
             loss = deep_supervision_loss(outputs, target, strides, weights).float()
-            if hand is not None:
-                loss, hand_loss, labelled = hand.loss(loss, hand_logits, batch["cases"])
-                sums[1:] += torch.stack([hand_loss.float() * labelled, torch.tensor(float(labelled), device=device)])
             sums[0] += loss.float()
         full = outputs[0] if isinstance(outputs, list | tuple) else outputs
         counts += torch.stack(confusion_counts(full.float(), target)).to(counts)
+    if hand is not None and hand.val_cases:
+        network = model.module if isinstance(model, DistributedDataParallel) else model
+        with torch.autocast(device.type, enabled=device.type == "cuda" and task.settings.mixed_precision):
+            logits = network.brain_logits([hand.brains(c) for c in hand.val_cases])
+        labels = torch.tensor([float(hand.labels[c]) for c in hand.val_cases], device=device)
+        sums[1:] += torch.stack([hand_loss(logits, labels, hand.pos_weight) * len(labels),
+                                 torch.tensor(float(len(labels)), device=device)])
     total = sum_across_ranks(torch.cat([sums, torch.tensor([float(count)], device=device), counts.flatten()]))
     tp, fp, fn = total[4:].reshape(3, -1)
     dice = float(np.nanmean(pseudo_dice(tp, fp, fn))) if (2 * tp + fp + fn).sum() > 0 else math.nan
@@ -297,9 +345,10 @@ def _validate(model: torch.nn.Module, batches: PatchBatches, epoch: int, task: S
 
 
 def _forward(model: torch.nn.Module, data: torch.Tensor,
-             hand: HandTask | None) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | None]:
-    """(segmentation outputs, hand-function logits or None); through model.__call__ so that DDP sees the pass."""
-    return model(data, joint=True) if hand is not None else (model(data), None)
+             brains: list[Brain] | None) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | None]:
+    """(segmentation outputs, the brains' hand-function logits, or None without `brains`); one pass through
+    model.__call__, so that DDP sees it (a joint model between brain steps gets brains=[])."""
+    return model(data, brains=brains) if brains is not None else (model(data), None)
 
 
 def _unweighted(outputs: list[torch.Tensor] | torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor | float:

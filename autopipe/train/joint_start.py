@@ -1,0 +1,96 @@
+"""What the joint model needs besides the U-Net: its head's grid, whole brains to read, and where it starts.
+
+    JointSettings   the head's coarse template grid and cells (the two-stage predictor's), how often a training
+                    step adds a whole brain, and the hand-function plan whose rules fit the head's start
+    BrainSource     preprocessed cases as whole brains (image and crop box), read once and kept
+    warm_start      the fold's trained plain U-Net, and a head fitted (autopipe.train.hand_classifier) on the
+                    training subjects' ground-truth lesion maps: the joint model starts where the two-stage
+                    pipeline stands, so a short run tunes the coupling instead of learning the head from nothing
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autopipe.errors import AutopipeError
+from autopipe.layout import case_paths
+from autopipe.models.checkpoint import load_checkpoint
+from autopipe.models.joint_unet import Brain, JointUNet
+from autopipe.models.lesion_features import CoarseGrid, on_full_grid, smooth_cells
+from autopipe.plan.configs import HandFunctionPlan
+from autopipe.preprocess.properties import read_properties
+from autopipe.preprocess.storage import read_case
+from autopipe.train.hand_classifier import Smoothing, fit_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JointSettings:
+    """The joint model's head and schedule (see the module docstring)."""
+
+    grid: CoarseGrid
+    cells: tuple[int, ...]
+    brain_every: int
+    classifier: HandFunctionPlan
+
+    def geometry(self) -> dict:
+        """LesionMapHead's arguments, as plain JSON values."""
+        return {"fine_shape": list(self.grid.fine_shape), "factor": list(self.grid.factor),
+                "cells": list(self.cells), "voxel_ml": self.grid.fine_voxel_ml}
+
+
+class BrainSource:
+    """Whole preprocessed brains of one folder, read on first use and kept (a few MB each at 2 mm)."""
+
+    def __init__(self, folder: Path, device: torch.device) -> None:
+        self.folder, self.device = folder, device
+        self._brains: dict[str, Brain] = {}
+
+    def __call__(self, case: str) -> Brain:
+        if case not in self._brains:
+            arrays, properties_file = case_paths(self.folder, case)
+            image = read_case(arrays, ("image",))["image"]
+            box = tuple((int(lo), int(hi)) for lo, hi in read_properties(properties_file).crop_box)
+            self._brains[case] = Brain(torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(self.device), box)
+        return self._brains[case]
+
+
+def warm_start(network: JointUNet, upstream: Path, folder: Path, labels: dict[str, int], settings: JointSettings,
+               seed: int) -> None:
+    """Load the plain U-Net of `upstream` into `network` and fit its head on the labelled cases' ground truth."""
+    state = load_checkpoint(upstream, map_location="cpu")["network"]
+    result = network.load_state_dict(state, strict=False)
+    strays = [k for k in result.missing_keys if not k.startswith("hand_head.")] + list(result.unexpected_keys)
+    if strays:
+        raise AutopipeError(f"the trained U-Net does not match the joint model's ({', '.join(strays[:4])})",
+                            where=str(upstream), fix="train the plain configuration again with the current plan")
+    cases = sorted(labels)
+    loads = np.stack([_truth_loads(folder, case, network) for case in cases])
+    names = [f"cell_{c}" for c in settings.cells]
+    plan = settings.classifier
+    cells = np.asarray(settings.cells, np.int64)
+    smoothing = Smoothing(np.ones(len(names), bool), tuple(plan.smoothing_mm),
+                          lambda rows, sigma: smooth_cells(rows, settings.grid, cells, sigma))
+    classifier = fit_classifier(loads, [labels[c] for c in cases], names, c_grid=plan.c_grid,
+                                class_weight=plan.class_weight, inner_folds=plan.inner_folds,
+                                standardize=[False] * len(names), seed=seed,
+                                where="training subjects of the joint model", smoothing=smoothing)
+    network.hand_head.set_classifier(classifier.weights, classifier.intercept)
+    log.info("the joint model starts from the trained U-Net (%s) and a head fitted on %d training subjects' "
+             "ground-truth lesion maps (C %g, blur %g mm)", upstream, len(cases), classifier.c,
+             classifier.smoothing_mm)
+
+
+def _truth_loads(folder: Path, case: str, network: JointUNet) -> np.ndarray:
+    arrays, properties_file = case_paths(folder, case)
+    truth = on_full_grid(read_case(arrays, ("seg",))["seg"] > 0, read_properties(properties_file))
+    with torch.no_grad():
+        loads = network.hand_head.cell_loads(torch.from_numpy(truth.astype(np.float32))[None].to(
+            network.hand_head.bias.device))
+    return loads[0].double().cpu().numpy()
