@@ -1,14 +1,16 @@
 """Hand function on the synthetic cohort: logistic regression on predicted vs ground-truth lesion maps vs total
 volume, and the joint U-Net (L = L_seg + r L_cls) for several r, all on the same 5 folds.
 
-    python benchmarks/hand_function.py [--cases 40] [--minutes 2.4] [--r 0.1,1] [--workdir DIR] [--threads 2]
+    python benchmarks/hand_function.py [--cases 40] [--minutes 2.4] [--r 0.1,1] [--joint-epochs N] [--workdir DIR]
+                                       [--threads 2]
 
 A 2 mm cohort without k-space is synthesized and planned with --minutes of training per U-Net and fold (or
 both are reused from --workdir), preprocessed, and every fold's 3D U-Net is trained (`autopipe train FOLD
 -c 3d_fullres,hand_function`): the logistic regressions follow once the last fold has validated. Then a
-joint U-Net per r and fold, with the plan's epochs. Prints the pooled table with 95% bootstrap intervals
-(`autopipe evaluate`), each joint model's segmentation Dice over its held-out cases, where the coefficient
-map puts its weight, and the CPU minutes used.
+joint U-Net per r and fold, started from the fold's trained U-Net, with the plan's epochs (or --joint-epochs).
+Prints the pooled table with 95% bootstrap intervals and the paired comparisons (`autopipe evaluate`), each
+joint model's segmentation Dice over its held-out cases, where the coefficient map puts its weight, how much
+of the motor region's true lesion volume the out-of-fold masks find, and the CPU minutes used.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--minutes", type=float, default=2.4, help="training budget per U-Net and fold")
     parser.add_argument("--r", default="0.1,1", help="joint-loss weights to train, comma-separated ('' for none)")
+    parser.add_argument("--joint-epochs", type=int, default=None,
+                        help="epochs of each joint U-Net from the trained one (default: the plan's)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the cohort here to rerun faster")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -67,7 +71,8 @@ def main() -> None:
             fold = load_fold(ws.raw / dataset, ws, str(k))
             labels = labels_of(fold)
             job = joint_job(fold, ws, {c: v for c, v in labels.items() if v is not None}, r,
-                            fold.plans.joint.hand_function_weight, fold.plans.joint.configuration)
+                            fold.plans.joint.hand_function_weight, fold.plans.joint.configuration,
+                            epochs=args.joint_epochs)
             train_jobs([job], device, Ranks(), resume=True, progress=False)
             predict_validation(fold.spec, job.out_dir, fold.preprocessed, list(fold.val_cases), device, mirror=False,
                                progress=False)

@@ -59,8 +59,9 @@ class LesionMapHead(nn.Module):
         return sums.flatten(1)[:, self.cells] * self.voxel_ml
 
     def forward(self, probability: torch.Tensor) -> torch.Tensor:
-        loads = self.cell_loads(probability)
-        return self.bias + loads @ self.weight.to(loads.dtype)
+        with torch.autocast(probability.device.type, enabled=False):  # sums of many small values: float32
+            loads = self.cell_loads(probability.float())
+            return self.bias + loads @ self.weight
 
     @torch.no_grad()
     def set_classifier(self, weights: Sequence[float], intercept: float) -> None:
