@@ -189,7 +189,7 @@ class SegmentationRun:
         self.weights = deep_supervision_weights(len(self.strides)) if task.config.deep_supervision else (1.0,)
         self.hand = hand_term(task, job, device)
         if self.hand is not None and job.builds_on is not None and not resumed:
-            warm_start(network, job.builds_on.checkpoint, task.preprocessed,
+            warm_start(network, job.builds_on.checkpoint, self.hand.brains,
                        {c: self.hand.labels[c] for c in self.hand.train_cases}, task.joint_settings, task.seed)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,

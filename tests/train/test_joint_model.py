@@ -16,7 +16,6 @@ from autopipe.errors import AutopipeError
 from autopipe.layout import case_paths, fold_dir, joint_name
 from autopipe.models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from autopipe.models.joint_unet import Brain, JointUNet, build_joint_network, tile, untile
-from autopipe.models.lesion_features import on_full_grid
 from autopipe.models.lesion_map_head import LesionMapHead
 from autopipe.models.unet import PlainConvUNet
 from autopipe.paths import Workspace
@@ -24,8 +23,7 @@ from autopipe.plan.configs import HandFunctionPlan, JointPlan
 from autopipe.predict.hand_inference import predict_hand_probability, predict_joint_validation
 from autopipe.predict.models import TrainedModel, load_model
 from autopipe.preprocess.folds import Fold
-from autopipe.preprocess.properties import read_properties
-from autopipe.preprocess.storage import read_case, write_case_arrays
+from autopipe.preprocess.storage import write_case_arrays
 from autopipe.train import fit as trainer_module
 from autopipe.train.fit import fit as train
 from autopipe.train.fit import train_jobs
@@ -359,22 +357,32 @@ def test_a_joint_job_needs_both_classes_and_trains_unlabelled_cases_on_segmentat
         joint_job(fold, workspace, LABELS, 0.0, 0.1, "3d_fullres")
 
 
-def test_the_joint_model_starts_from_the_plain_u_net_and_a_head_fitted_on_the_truth(preprocessed, tmp_path):
-    from autopipe.train.joint_start import warm_start
+def test_the_joint_model_starts_from_the_plain_u_net_and_a_head_fitted_on_its_maps(preprocessed, tmp_path):
+    from autopipe.models.lesion_features import smooth_cells
+    from autopipe.train.hand_classifier import Smoothing, fit_classifier
+    from autopipe.train.joint_start import BrainSource, warm_start
 
     fold, workspace = _fold(preprocessed, tmp_path)
     job = joint_job(fold, workspace, LABELS, 0.1, 0.1, "3d_fullres")
     network = job.task.build()
     train_labels = {c: LABELS[c] for c in fold.train_cases}
-    warm_start(network, job.builds_on.checkpoint, preprocessed, train_labels, job.task.joint_settings, 0)
+    brains = BrainSource(preprocessed, torch.device("cpu"))
+    warm_start(network, job.builds_on.checkpoint, brains, train_labels, job.task.joint_settings, 0)
     plain = load_checkpoint(job.builds_on.checkpoint)["network"]
     assert all(torch.equal(v, network.state_dict()[k]) for k, v in plain.items())
-    truth = {c: on_full_grid(read_case(case_paths(preprocessed, c)[0], ("seg",))["seg"] > 0,
-                             read_properties(case_paths(preprocessed, c)[1])) for c in fold.train_cases}
+    settings = job.task.joint_settings
     with torch.no_grad():
-        logits = {c: float(network.hand_head(torch.from_numpy(m.astype(np.float32))[None])[0])
-                  for c, m in truth.items()}
-    assert all((logits[c] > 0) == bool(LABELS[c]) for c in fold.train_cases)  # the head separates the truth
+        loads = np.stack([network.hand_head.cell_loads(network.lesion_probability(brains(c))[None])[0].double()
+                          .numpy() for c in sorted(train_labels)])
+    cells = np.asarray(settings.cells)
+    expected = fit_classifier(loads, [train_labels[c] for c in sorted(train_labels)], [f"cell_{c}" for c in cells],
+                              c_grid=HAND_PLAN.c_grid, class_weight=HAND_PLAN.class_weight,
+                              inner_folds=HAND_PLAN.inner_folds, standardize=[False] * len(cells), seed=0,
+                              smoothing=Smoothing(np.ones(len(cells), bool), HAND_PLAN.smoothing_mm,
+                                                  lambda rows, sigma: smooth_cells(rows, settings.grid, cells, sigma)))
+    assert np.allclose(network.hand_head.weight.detach().numpy(), expected.weights, rtol=1e-5, atol=1e-7)
+    assert float(network.hand_head.bias) == pytest.approx(expected.intercept, rel=1e-5)
+    assert np.abs(expected.weights).sum() > 0
 
 
 def test_a_joint_fold_trains_and_predicts_its_held_out_cases(preprocessed, tmp_path):
