@@ -381,7 +381,7 @@ def test_the_joint_model_starts_from_the_plain_u_net_and_a_head_fitted_on_its_ma
                               smoothing=Smoothing(np.ones(len(cells), bool), HAND_PLAN.smoothing_mm,
                                                   lambda rows, sigma: smooth_cells(rows, settings.grid, cells, sigma)))
     assert np.allclose(network.hand_head.weight.detach().numpy(), expected.weights, rtol=1e-5, atol=1e-7)
-    assert float(network.hand_head.bias) == pytest.approx(expected.intercept, rel=1e-5)
+    assert float(network.hand_head.bias.detach()) == pytest.approx(expected.intercept, rel=1e-5)
     assert np.abs(expected.weights).sum() > 0
 
 
