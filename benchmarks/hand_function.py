@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--r", default="0.1,1", help="joint-loss weights to train, comma-separated ('' for none)")
     parser.add_argument("--joint-epochs", type=int, default=None,
                         help="epochs of each joint U-Net from the trained one (default: the plan's)")
+    parser.add_argument("--start-only", action="store_true",
+                        help="also score the joint model's start (the trained U-Net and the head fitted on its maps, "
+                             "no joint step): the r = 0 ablation, as joint_3d_fullres_start")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the cohort here to rerun faster")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -80,6 +83,9 @@ def main() -> None:
         joint_minutes[r] = (time.monotonic() - tick) / 60
         dice[job.name] = _pooled_dice(ws, dataset, job.out_dir.parent.name)
     dice["3d_fullres (plain U-Net)"] = _pooled_dice(ws, dataset, "3d_fullres")
+    if args.start_only:
+        for k in range(5):
+            _score_start(load_fold(ws.raw / dataset, ws, str(k)), ws)
 
     summary = evaluate_hand_function(ws.raw / dataset, ws, dataset)
     plans = json.loads((ws.plans / dataset / "plans.json").read_text())
@@ -105,6 +111,32 @@ def main() -> None:
               f"{comparison['n'] * ((high - low) / 2 / margin) ** 2:.0f}")
     print(f"\nCPU minutes: segmentation + logistic regressions {segmentation_minutes:.1f}; joint U-Nets "
           + ", ".join(f"r={r:g}: {m:.1f}" for r, m in joint_minutes.items()))
+
+
+def _score_start(fold, ws) -> None:
+    """The joint model as it starts, before any joint step, scored on the fold's held-out subjects."""
+    import torch
+
+    from autopipe.files import write_json
+    from autopipe.layout import fold_dir, joint_result
+    from autopipe.train.hand_fold import labels_of
+    from autopipe.train.jobs import joint_job
+    from autopipe.train.joint_start import BrainSource, warm_start
+
+    out = fold_dir(ws, fold.spec.name, f"joint_{fold.plans.joint.configuration}_start", fold.name)
+    if joint_result(out).is_file():
+        return
+    labels = {c: v for c, v in labels_of(fold).items() if v is not None}
+    job = joint_job(fold, ws, labels, 1.0, 1.0, fold.plans.joint.configuration)
+    network = job.task.build().eval()
+    brains = BrainSource(fold.preprocessed, torch.device("cpu"))
+    warm_start(network, job.builds_on.checkpoint, brains, {c: labels[c] for c in fold.train_cases if c in labels},
+               job.task.joint_settings, job.task.seed)
+    with torch.no_grad():
+        cases = {c: {"probability": float(torch.sigmoid(network.brain_logits([brains(c)]))[0]), "label": labels[c]}
+                 for c in fold.val_cases if c in labels}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(joint_result(out), {"model": out.parent.name, "r": 0.0, "fold": fold.name, "cases": cases})
 
 
 def _print_region_recall(ws, dataset: str) -> None:
