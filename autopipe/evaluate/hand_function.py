@@ -103,8 +103,10 @@ def evaluate_hand_function(root: Path, workspace: Workspace, dataset: str, *, re
 def compare_models(models: dict[str, dict[str, dict[str, dict]]], resamples: int = 2000, seed: int = 0
                    ) -> dict[str, dict]:
     """"A vs B" -> paired_comparison on the subjects both scored: the predicted maps against the oracle (what
-    segmentation costs) and every model against the volume-only baseline (what location adds)."""
-    pairs = [("predicted", "oracle")] + [(name, "baseline") for name in models if name != "baseline"]
+    segmentation costs), every model against the volume-only baseline (what location adds) and every joint U-Net
+    against the two-stage `predicted` regression (what training both together adds)."""
+    pairs = [("predicted", "oracle")] + [(name, "baseline") for name in models if name != "baseline"] \
+        + [(name, "predicted") for name in models if name.startswith(JOINT_PREFIX)]
     result = {}
     for a, b in pairs:
         if a not in models or b not in models:
