@@ -191,8 +191,9 @@ def plan_joint(hand: HandFunctionPlan | None) -> JointPlan | None:
         return None
     return planned(
         JointPlan,
-        hand_function_weight=(JOINT_HAND_WEIGHT, "L = L_seg + r L_cls with r like MTLRS' auxiliary 0.1: one label per "
-                                                 "patient against thousands of voxels per patch"),
+        hand_function_weight=(JOINT_HAND_WEIGHT, "L = L_seg + r L_cls with r like MTLRS' auxiliary 0.1: on 150 "
+                                                 "synthetic subjects r = 0.1 kept accuracy (0.850) and Dice (0.480), "
+                                                 "r = 10 halved Dice (0.212) for no better accuracy"),
         configuration=(hand.configuration, "the head reads the lesion map of the U-Net whose segmentations the "
                                            "logistic regression uses, and starts from that U-Net, trained"),
         brain_every=(JOINT_BRAIN_EVERY, "a whole brain passes the U-Net as patch-sized tiles: at 2 mm 8 tiles of "
