@@ -113,13 +113,7 @@ def bootstrap_intervals(y_true: Labels, probability: Scores, *,
     _, inverse = np.unique(p, return_inverse=True)
     values = {"accuracy": (tp + tn) / n, "f1": _f1(tp, fp, fn), "balanced_accuracy": _balanced(tp, fp, fn, tn),
               "roc_auc": _auc(counts * y, counts * ~y, inverse), "log_loss": counts @ _losses(y, p) / n}
-    tail = 100 * (1 - level) / 2
-    intervals = {}
-    for name in METRICS:
-        finite = values[name][np.isfinite(values[name])]
-        low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size >= 2 else (math.nan, math.nan)
-        intervals[name] = (float(low), float(high))
-    return intervals
+    return {name: _percentile_interval(values[name], level) for name in METRICS}
 
 
 def paired_comparison(y_true: Labels, probability_a: Scores, probability_b: Scores, *, resamples: int = 2000,
@@ -141,11 +135,9 @@ def paired_comparison(y_true: Labels, probability_a: Scores, probability_b: Scor
     loss_a, loss_b = _losses(y, a), _losses(y, b)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = np.where(acc_b > 0, acc_a / acc_b, np.nan)
-    tail = 100 * (1 - level) / 2
 
     def interval(values: np.ndarray) -> list[float]:
-        finite = values[np.isfinite(values)]
-        return [float(v) for v in np.percentile(finite, [tail, 100 - tail])] if finite.size >= 2 else [math.nan] * 2
+        return list(_percentile_interval(values, level))
 
     accuracy_a, accuracy_b = float(right_a.mean()), float(right_b.mean())
     return {"n": int(y.size),
@@ -232,6 +224,16 @@ def _with_interval(value: float, bounds: tuple[float, float] | None) -> str:
     if bounds is None or not all(math.isfinite(b) for b in bounds):
         return f"{value:.3f}"
     return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The (1 - level)/2 and 1 - (1 - level)/2 percentiles of the finite resampled values; nan with fewer than 2."""
+    finite = values[np.isfinite(values)]
+    if finite.size < 2:
+        return (math.nan, math.nan)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return (float(low), float(high))
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:

@@ -23,11 +23,12 @@ from autopipe.errors import AutopipeError
 from autopipe.layout import case_paths
 from autopipe.models.checkpoint import load_checkpoint
 from autopipe.models.joint_unet import Brain, JointUNet
-from autopipe.models.lesion_features import CoarseGrid, smooth_cells
+from autopipe.models.lesion_features import CoarseGrid
 from autopipe.plan.configs import HandFunctionPlan
 from autopipe.preprocess.properties import read_properties
 from autopipe.preprocess.storage import read_case
-from autopipe.train.hand_classifier import Smoothing, fit_classifier
+from autopipe.train.hand_classifier import fit_classifier
+from autopipe.train.hand_fold import map_smoothing
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ def warm_start(network: JointUNet, upstream: Path, brains: BrainSource, labels: 
                           .double().cpu().numpy() for case in cases])
     names = [f"cell_{c}" for c in settings.cells]
     plan = settings.classifier
-    cells = np.asarray(settings.cells, np.int64)
-    smoothing = Smoothing(np.ones(len(names), bool), tuple(plan.smoothing_mm),
-                          lambda rows, sigma: smooth_cells(rows, settings.grid, cells, sigma))
+    smoothing = map_smoothing(names, settings.grid, np.asarray(settings.cells, np.int64), tuple(plan.smoothing_mm))
     classifier = fit_classifier(loads, [labels[c] for c in cases], names, c_grid=plan.c_grid,
                                 class_weight=plan.class_weight, inner_folds=plan.inner_folds,
                                 standardize=[False] * len(names), seed=seed,
