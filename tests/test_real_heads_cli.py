@@ -11,6 +11,9 @@ pytest.importorskip("pydeface")
 from autopipe.bank.cohort import write_cohort  # noqa: E402
 from autopipe.bank.variants import catalogue  # noqa: E402
 from autopipe.cli import main  # noqa: E402
+from autopipe.layout import case_paths  # noqa: E402
+from autopipe.preprocess.contrast import contrast_findings, sequence_like  # noqa: E402
+from autopipe.preprocess.properties import read_properties  # noqa: E402
 from tests.tiny_cohort import folders, tree_digest  # noqa: E402
 
 CASES = ("robex_zero_lps_int16_2p5mm", "pydeface_zero_t1_2p5mm", "robex_stripped_zero_2p5mm",
@@ -51,7 +54,25 @@ def test_real_heads_plan_per_case_and_preprocess_plausibly(cohort, capsys):
         assert 900 < rows[case]["brain_volume_ml"] < 2100, rows[case]
         assert rows[case]["registration_dice"] > 0.9, rows[case]
         assert rows[case]["stripped_with"] == ("deepbet" if case in HEADS else "none")
+        contrast_flags = [flag for flag in rows[case]["flags"] if "tissue contrast" in flag]
+        assert not any("another sequence" in flag for flag in contrast_flags), rows[case]
+        # the ICBM152 average's CSF is darker than single scans': flagged as another protocol, and rightly so
+        assert not contrast_flags or case.startswith("mni152"), rows[case]
     assert tree_digest(raw) == before
+
+
+def test_real_heads_read_as_their_sequences_and_a_swapped_channel_is_refused(cohort):
+    """Tissue contrast on real anatomy from three packages: channel 0 (real T1) reads T1-weighted, channel 1 (its
+    FLAIR-like remap) FLAIR; a case with its channels swapped reverses both against the other heads."""
+    contrasts = {case: read_properties(case_paths(_preprocessed(cohort), case)[1]).contrast for case in CASES}
+    for case, (t1, flair) in contrasts.items():
+        assert sequence_like(t1) == "T1-weighted", (case, t1)
+        assert sequence_like(flair) == "FLAIR (or proton-density)", (case, flair)
+    for case, measured in contrasts.items():
+        others = [c for other, c in contrasts.items() if other != case]
+        assert all(f.severity == "flag" for f in contrast_findings(measured, others, ["T1", "FLAIR"]))
+        swapped = contrast_findings(measured[::-1], others, ["T1", "FLAIR"])
+        assert [f.severity for f in swapped] == ["fail", "fail"], swapped
 
 
 def test_stripping_switched_off_fails_with_its_cause_until_accepted(cohort, capsys):

@@ -39,6 +39,7 @@ from autopipe.predict.hand_function import CSV_FILE as HAND_CSV
 from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
+from autopipe.predict.scan_contrast import training_contrast
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
 from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
@@ -172,13 +173,22 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
                             enabled=progress)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
+    reference = training_contrast(workspace, spec.name, plans.preprocessing,
+                                  workspace.plans_dir(spec.name) / "splits_final.json",
+                                  [spec.channel_names[k] for k in sorted(spec.channel_names)])
+    if reference.missing_because:
+        log.warning("the scans' tissue contrast is not compared with the training scans': %s",
+                    reference.missing_because)
     for outcome in outcomes:
-        checks = failed_checks(outcome.properties)
+        contrast = [] if outcome.properties is None else reference.findings(outcome.properties)
+        for flag in (f.message for f in contrast if f.severity == "flag"):
+            log.warning("%s: %s", outcome.case_id, flag)
+        checks = failed_checks(outcome.properties) | {f.check: f.message for f in contrast if f.severity == "fail"}
         if checks and not accept_implausible:
-            failed[outcome.case_id] = (f"preprocessing gave an implausible result: {'; '.join(checks.values())} "
+            failed[outcome.case_id] = (f"{_refusal(checks)}: {'; '.join(checks.values())} "
                                        "(to predict it anyway, add --accept-implausible)")
         elif checks:
-            log.warning("%s: predicted although preprocessing failed a check: %s", outcome.case_id,
+            log.warning("%s: predicted although it failed a check: %s", outcome.case_id,
                         "; ".join(checks.values()))
     hand = _hand_setup(workspace, spec.name, loaded, device)
     scores: dict[str, float] = {}
@@ -207,6 +217,12 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
     return Predictions(written, failed, name, [m.fold for m in next(iter(loaded.values()))], scores)
+
+
+def _refusal(checks: dict[str, str]) -> str:
+    if set(checks) == {"contrast"}:
+        return "not the kind of scan the models were trained on"
+    return "preprocessing gave an implausible result"
 
 
 def _hand_setup(workspace: Workspace, dataset: str, loaded: dict[str, list[TrainedModel]], device: torch.device

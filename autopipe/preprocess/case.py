@@ -26,6 +26,7 @@ from autopipe.layout import case_paths
 from autopipe.plan.configs import PreprocessingPlan
 from autopipe.preprocess import plausibility, qc
 from autopipe.preprocess.bias_field import n4_correct
+from autopipe.preprocess.contrast import case_contrast
 from autopipe.preprocess.geometry import Grid, resampled_grid
 from autopipe.preprocess.labels import binarize, threshold_interpolated
 from autopipe.preprocess.normalize import ct_normalize, zscore
@@ -115,6 +116,10 @@ def preprocess_case(job: CaseJob) -> CaseProperties:
         grid_seg = None if label is None else _resample_mask(reference.with_data(label), grid, transforms, job)
     with timer("normalize"):
         images, statistics = _normalize(job, images, grid_brain)
+    contrast = None
+    if plan.space == "template":
+        with timer("contrast"):
+            contrast = case_contrast(images, grid_brain, plan.template, full, box)
     with timer("write"):
         arrays_path, properties_path = case_paths(job.out_dir, job.case_id)
         lesion_voxels = write_case_arrays(arrays_path, images, grid_brain, grid_seg, plan.registration_seed)
@@ -149,6 +154,7 @@ def preprocess_case(job: CaseJob) -> CaseProperties:
         anatomy=Anatomy(stripped.evidence, stripped.stripped_with),
         plausibility=Plausibility(measured, tuple(plausibility.findings(measured))),
         normalization=statistics,
+        contrast=contrast,
         kspace=kspace,
         timings=timer.seconds,
         seconds=round(sum(timer.seconds.values()), 2),

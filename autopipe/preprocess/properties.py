@@ -27,6 +27,7 @@ from autopipe.cohort.image_io import Header, Volume
 from autopipe.errors import AutopipeError
 from autopipe.files import to_plain
 from autopipe.plan.configs import SPACES
+from autopipe.preprocess.contrast import TISSUES, ChannelContrast
 from autopipe.preprocess.geometry import Grid
 from autopipe.preprocess.labels import threshold_interpolated
 from autopipe.preprocess.plausibility import Finding, Measurements
@@ -230,6 +231,8 @@ class CaseProperties:
     kspace: dict[str, Any] | None
     timings: dict[str, float]  # seconds per step, in the order the steps ran
     seconds: float
+    contrast: tuple[ChannelContrast | None, ...] | None = None  # per channel (autopipe.preprocess.contrast); None:
+    # not in template space, or preprocessed before autopipe measured it
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -286,6 +289,7 @@ class CaseProperties:
             "anatomy": self.anatomy.to_json(),
             "plausibility": self.plausibility.to_json(),
             "normalization": [n.to_json() for n in self.normalization],
+            "contrast": None if self.contrast is None else [None if c is None else c.to_json() for c in self.contrast],
             "kspace": self.kspace,
             "timings": self.timings,
             "seconds": self.seconds,
@@ -296,7 +300,8 @@ class CaseProperties:
         """The properties in CASE.json's content; AutopipeError naming `where` and what is wrong when they are not."""
         try:
             plain = _object(plain)
-            return cls(**{name: _read(plain, name, read) for name, read in _FIELDS.items()})
+            optional = {name: _read(plain, name, read) for name, read in _OPTIONAL_FIELDS.items() if name in plain}
+            return cls(**{name: _read(plain, name, read) for name, read in _FIELDS.items()}, **optional)
         except ValueError as exc:
             raise AutopipeError(f"not the properties of a preprocessed case: {exc}", where=where, fix=FIX) from None
 
@@ -406,4 +411,8 @@ _FIELDS: dict[str, Callable[[object], object]] = {
     "kspace": _optional(_object),
     "timings": lambda value: {_text(k): _number(v) for k, v in _object(value).items()},
     "seconds": _number,
+}
+_OPTIONAL_FIELDS: dict[str, Callable[[object], object]] = {  # absent from CASE.json written by older versions
+    "contrast": _optional(_values(_optional(lambda c: ChannelContrast(**{t: _read(_object(c), t, _number)
+                                                                          for t in TISSUES})))),
 }

@@ -9,17 +9,24 @@ cerebellum). Nothing is corrected silently.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 from autopipe.preprocess.acceptance import failed_checks, is_accepted
+from autopipe.preprocess.contrast import contrast_findings
 from autopipe.preprocess.properties import CaseProperties
 
 BRAIN_VOLUME_TOLERANCE = 0.25  # relative to the cohort median; adult brains vary by about +-15%
 MIN_CASES_FOR_MEDIAN = 3
 
 
-def case_flags(record: CaseProperties, median_brain_ml: float | None) -> list[str]:
-    """Why a case deserves a look, failed checks aside (empty when nothing is unusual)."""
+def case_flags(record: CaseProperties, median_brain_ml: float | None,
+               others: Sequence[CaseProperties] = ()) -> list[str]:
+    """Why a case deserves a look, failed checks aside (empty when nothing is unusual). `others`: the rest of the
+    cohort, whose tissue contrast the case's is compared with (autopipe.preprocess.contrast)."""
     flags = record.plausibility.flags()
+    if record.contrast is not None:
+        cohort = [o.contrast for o in others if o.contrast is not None]
+        flags += [f.message for f in contrast_findings(record.contrast, cohort, reference_name="other cases")]
     brain = record.brain_volume_ml
     if median_brain_ml:
         change = brain / median_brain_ml - 1
@@ -43,7 +50,7 @@ def build_report(records: list[CaseProperties], failures: dict[str, str], accept
                      "registration_dice": record.registration_dice, "stripped_with": record.anatomy.stripped_with,
                      "failed_checks": (checks := failed_checks(record)),
                      "accepted": bool(checks) and is_accepted(accepted, record.case, checks),
-                     "flags": case_flags(record, median)})
+                     "flags": case_flags(record, median, [r for r in records if r is not record])})
     steps = list(dict.fromkeys(step for r in rows for step in r["timings"]))  # in the order the steps ran
     return {
         "cases": rows,
@@ -68,8 +75,9 @@ def build_report(records: list[CaseProperties], failures: dict[str, str], accept
             "failed_checks": "plausibility checks the case failed, with the likely cause and the fix "
                              "(autopipe.preprocess.plausibility); the command fails until fixed or accepted",
             "accepted": "the failed checks were accepted with `autopipe preprocess --accept` (accepted.json)",
-            "flags": f"plausibility flags, and brain volume more than {BRAIN_VOLUME_TOLERANCE:.0%} from the cohort "
-                     f"median (>= {MIN_CASES_FOR_MEDIAN} cases)",
+            "flags": f"plausibility flags, brain volume more than {BRAIN_VOLUME_TOLERANCE:.0%} from the cohort "
+                     f"median (>= {MIN_CASES_FOR_MEDIAN} cases), and a tissue contrast unlike the other cases' "
+                     "(autopipe.preprocess.contrast)",
         },
     }
 

@@ -42,13 +42,13 @@ def test_properties_are_read_back_as_written(tmp_path, properties):
 
 
 def test_the_json_keeps_its_keys():
-    """The keys and the order autopipe has always written, whatever the dataclass holds."""
+    """The keys and the order autopipe has always written (contrast came later: older files read without it)."""
     plain = native_case().to_json()
     assert list(plain) == [
         "format_version", "autopipe_version", "case", "plan_digest", "source", "native", "space", "template", "axes",
         "full_grid", "crop_box", "grid", "transforms", "arrays", "brain_volume_ml", "lesion_volume_ml",
-        "lesion_voxels_in_grid", "registration_dice", "anatomy", "plausibility", "normalization", "kspace", "timings",
-        "seconds"]
+        "lesion_voxels_in_grid", "registration_dice", "anatomy", "plausibility", "normalization", "contrast", "kspace",
+        "timings", "seconds"]
     assert list(plain["native"]) == ["shape", "affine", "spacing", "axcodes"]
     assert list(plain["transforms"]) == ["folder", "to_template", "to_grid", "channels_to_channel0"]
     assert plain["transforms"]["channels_to_channel0"]["1"]["invert_inverse"] == [True]
