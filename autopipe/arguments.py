@@ -75,6 +75,24 @@ def check_arguments(p: argparse.ArgumentParser) -> None:
     dataset_argument(p)
 
 
+def import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="a folder tree of DICOM series, or a BIDS dataset (only read)")
+    p.add_argument("destination", help="the cohort to create: a name like Dataset010_MSClinic (under --raw-dir) or a "
+                                       "path; with --images-only, any new folder")
+    p.add_argument("--from", dest="kind", choices=("auto", "dicom", "bids"), default="auto",
+                   help="what SOURCE holds (default: BIDS when it has dataset_description.json or sub-* folders)")
+    p.add_argument("--images-only", action="store_true",
+                   help="write only CASE_0000.nii.gz ... (new patients for `autopipe predict -i`), no cohort")
+    p.add_argument("--rules", type=Path, help="DICOM: a JSON file of the rules that map series to channels "
+                                              "(see --show-rules)")
+    p.add_argument("--show-rules", action="store_true", help="DICOM: print the default rules as JSON and stop")
+    p.add_argument("--channels", default="FLAIR", help="channels in order, by suffix or sequence name: FLAIR or "
+                                                       "FLAIR,T1w (default FLAIR)")
+    p.add_argument("--hand-column", help="BIDS: the participants.tsv column of hand function (0 good, 1 impaired)")
+    p.add_argument("--lesion-desc", default="lesion",
+                   help="BIDS: the desc- entity of lesion masks in derivatives/ (default: lesion)")
+
+
 def plan_arguments(p: argparse.ArgumentParser) -> None:
     dataset_argument(p)
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="hardware training will run on "

@@ -135,6 +135,33 @@ def _run_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
+def _run_import(args: argparse.Namespace) -> int:
+    """DICOM or BIDS into a new cohort (or a folder of images), then `autopipe check` on the cohort."""
+    from autopipe.cohort.check import check_cohort, format_problem
+    from autopipe.cohort.import_records import format_table
+    from autopipe.cohort.importing import ImportOptions, run_import
+
+    options = ImportOptions(kind=args.kind, images_only=args.images_only, rules=args.rules,
+                            show_rules=args.show_rules, channels=tuple(comma_list(args.channels)),
+                            hand_column=args.hand_column, lesion_desc=args.lesion_desc, progress=not args.quiet)
+    destination = Path(args.destination)
+    if not args.images_only and len(destination.parts) == 1:
+        destination = workspace(args).raw / destination
+    result = run_import(args.source, destination, options)
+    if result is None:  # --show-rules
+        return EXIT_OK
+    print(format_table(result))
+    if args.images_only:
+        return EXIT_OK
+    problems = check_cohort(result.destination, workers=args.workers, progress=not args.quiet)
+    errors = [p for p in problems if p.severity == "error"]
+    for problem in problems:
+        print(format_problem(problem))
+    print(f"autopipe check {result.destination.name}: {len(errors)} error(s), {len(problems) - len(errors)} "
+          "warning(s)")
+    return EXIT_FAILED if errors else EXIT_OK
+
+
 def _run_plan(args: argparse.Namespace) -> int:
     from autopipe.plan.planner import plan_dataset
 
@@ -265,6 +292,8 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
      arguments.demo_arguments, _run_demo),
     ("synth", "write a realistic synthetic cohort (FLAIR, lesions, k-space, hand function)",
      arguments.synth_arguments, _run_synth),
+    ("import", "DICOM series or a BIDS dataset into a new cohort (the source is only read), then check it",
+     arguments.import_arguments, _run_import),
     ("check", "validate a cohort: one line per problem, exit status 1 on errors", arguments.check_arguments,
      _run_check),
     ("plan", "fingerprint a cohort and write plans/DATASET/{fingerprint,plans,splits_final}.json",
