@@ -89,8 +89,10 @@ def write_records(result: ImportResult, folder: Path | None = None) -> list[Path
 
 
 def write_identities(result: ImportResult) -> Path:
-    """The private identities file, beside the destination (see the module docstring)."""
-    return write_json(result.identities_path, {c.case_id: c.identity for c in result.cases})
+    """The private identities file, beside the destination (see the module docstring), readable by its owner only."""
+    path = write_json(result.identities_path, {c.case_id: c.identity for c in result.cases})
+    path.chmod(0o600)
+    return path
 
 
 def format_table(result: ImportResult) -> str:

@@ -77,6 +77,9 @@ def run_import(source: Path, destination: Path, options: ImportOptions) -> Impor
                                 where=str(source), fix="see why each was skipped, fix the source or the rules")
         result.destination = destination
         write_records(result, scratch)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(scratch, 0o777 & ~umask)  # mkdtemp made the scratch folder private; the cohort is not
         os.replace(scratch, destination)
     write_identities(result)
     return result
