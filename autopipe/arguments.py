@@ -139,11 +139,21 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", type=Path, required=True,
                    help="folder of new cases: CASE_0000.nii.gz, ... and/or k-space files CASE.h5")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="folder for CASE.nii.gz lesion masks (CASE_reconstruction/_lesions.nii.gz from k-space)")
+                   help="folder for CASE.nii.gz lesion masks and lesions.tsv, lesion count and volume per case "
+                        "(CASE_reconstruction/_lesions.nii.gz from k-space)")
     dataset_argument(p)
     p.add_argument("-c", "--configuration", help="default: the best by cross-validation, else 3d_fullres")
     p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
     p.add_argument("--probabilities", action="store_true", help="also write CASE_probability.nii.gz")
+    p.add_argument("--bids", type=Path, metavar="DIR",
+                   help="also write the masks and probabilities as a BIDS derivative dataset into DIR (the same "
+                        "folder as -o or another): sub-<label>[/ses-<label>]/anat/..._desc-lesion_mask.nii.gz "
+                        "and ..._label-lesion_probseg.nii.gz with JSON sidecars, and dataset_description.json; "
+                        "labels from `autopipe import`'s import_sources.json, else the case id's letters and "
+                        "digits (lesions.tsv stays in -o)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write CASE_seg.dcm, a DICOM Segmentation referencing the DICOM series of channel 0; "
+                        "for scans imported with `autopipe import` from DICOM")
     p.add_argument("--approach", choices=("pretrained", "sequential", "end_to_end", "joint", "mtlrs"),
                    help="for k-space files (CASE.h5): default the best per-lesion Dice of the comparison")
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
@@ -170,3 +180,11 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", type=int, default=16, help="synthetic cases (default %(default)s)")
     p.add_argument("--minutes", type=float, default=6.0,
                    help="training time per configuration; the plan sizes the U-Nets to fit (default %(default)s)")
+
+
+def report_arguments(p: argparse.ArgumentParser) -> None:
+    dataset_argument(p)
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="HTML file to write (default: results/DATASET/report.html)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="leave out running `autopipe check` on the cohort (faster on a large cohort)")

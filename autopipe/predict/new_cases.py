@@ -3,9 +3,13 @@
 Each case in IN (CASE_0000.nii.gz, CASE_0001.nii.gz, ... as in imagesTr) goes through the cohort's
 preprocessing plan into a scratch folder inside OUT, through the ensemble of every trained fold of the
 chosen configuration, back onto its own grid, and out as OUT/CASE.nii.gz with the input file's header
-(uint8 0/1); OUT/CASE_probability.nii.gz (float32) on request. Where hand-function predictors are trained,
-OUT/hand_function.csv gives each subject's probability of impaired hand function. Small components are removed only when
-cross-validation chose to (results/DATASET/CONFIGURATION/crossval/postprocessing.json). IN is only read.
+(uint8 0/1); OUT/CASE_probability.nii.gz (float32) on request. OUT/lesions.tsv (with its column sidecar
+lesions.json) counts and measures every case's lesions (autopipe.predict.lesion_table); on request the masks
+also go out as a BIDS derivative dataset (`--bids DIR`, autopipe.predict.bids_derivatives) and as DICOM
+Segmentation objects referencing the imported series (`--dicom-seg`, autopipe.predict.dicom_seg). Where
+hand-function predictors are trained, OUT/hand_function.csv gives each subject's probability of impaired hand
+function. Small components are removed only when cross-validation chose to
+(results/DATASET/CONFIGURATION/crossval/postprocessing.json). IN is only read.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
-from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending
+from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
 from autopipe.files import number, read_json
 from autopipe.layout import (
@@ -34,10 +38,14 @@ from autopipe.layout import (
 )
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import load_plans
+from autopipe.predict.bids_derivatives import bids_entities, provenance, write_case, write_dataset_description
+from autopipe.predict.dicom_seg import SEG_SUFFIX, source_files, write_dicom_seg
 from autopipe.predict.export import export_prediction
 from autopipe.predict.hand_function import CSV_FILE as HAND_CSV
 from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
+from autopipe.predict.import_sources import find_import_sources
 from autopipe.predict.inference import predict_probability
+from autopipe.predict.lesion_table import lesion_table_row, write_lesion_table
 from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
 from autopipe.predict.scan_contrast import training_contrast
 from autopipe.preprocess.acceptance import failed_checks
@@ -53,13 +61,15 @@ SCRATCH = ".autopipe_preprocessing"
 
 @dataclass(frozen=True)
 class Predictions:
-    """What `predict_folder` wrote, which cases failed and why, with what, and each subject's P(impaired)."""
+    """What `predict_folder` wrote (masks, probabilities, hand_function.csv), which cases failed and why, with
+    what, each subject's P(impaired), and the other outputs: lesions.tsv/.json, BIDS derivatives, DICOM SEGs."""
 
     written: list[Path]
     failed: dict[str, str]
     configuration: str
     folds: list[str]
     hand_function: dict[str, float]
+    derived: list[Path] = field(default_factory=list)
 
 
 def input_cases(folder: Path, num_channels: int) -> dict[str, tuple[Path, ...]]:
@@ -150,17 +160,26 @@ def load_members(workspace: Workspace, dataset: str, name: str, folds: list[str]
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
                    configuration: str | None = None, folds: list[str] | None = None, device: torch.device,
                    mirror: bool = True, probabilities: bool = False, workers: int = 1,
-                   progress: bool = True, accept_implausible: bool = False) -> Predictions:
-    """Predict every case in `input_dir` into `output_dir`; failures are logged with their reasons and returned."""
+                   progress: bool = True, accept_implausible: bool = False, bids_dir: Path | None = None,
+                   dicom_seg: bool = False) -> Predictions:
+    """Predict every case in `input_dir` into `output_dir`; failures are logged with their reasons and returned.
+    `bids_dir` also writes a BIDS derivative dataset there (it may be `output_dir`); `dicom_seg` also writes
+    OUT/CASE_seg.dcm for cases imported from DICOM (checked for every case before anything is predicted)."""
     input_dir, output_dir = input_dir.expanduser().resolve(), output_dir.expanduser().resolve()
-    if output_dir == input_dir or output_dir.is_relative_to(input_dir):
-        raise AutopipeError("the output folder lies inside the input folder", where=str(output_dir),
-                            fix="choose another -o: autopipe never writes next to your scans")
+    bids_dir = bids_dir.expanduser().resolve() if bids_dir is not None else None
+    for folder, option in ((output_dir, "-o"), (bids_dir, "--bids")):
+        if folder is not None and (folder == input_dir or folder.is_relative_to(input_dir)):
+            raise AutopipeError("the output folder lies inside the input folder", where=str(folder),
+                                fix=f"choose another {option}: autopipe never writes next to your scans")
     spec = load_dataset(root)
     plans = load_plans(workspace.plans_dir(spec.name) / "plans.json")
     name = choose_configuration(workspace, spec.name, configuration, list(plans.configurations))
     cases = input_cases(input_dir, plans.preprocessing.num_channels)
+    sources = find_import_sources(input_dir) if bids_dir is not None or dicom_seg else None
+    entities = bids_entities(list(cases), sources) if bids_dir is not None else {}
+    dicom_files = {case: source_files(case, sources) for case in cases} if dicom_seg else {}
     loaded = load_members(workspace, spec.name, name, folds, device)
+    fold_names = [m.fold for m in next(iter(loaded.values()))]
     models = [model for member in loaded.values() for model in member]
     min_mm3 = min_lesion_volume(workspace, spec.name, name)
     log.info("predicting %d case(s) with %s, %d fold(s)%s%s", len(cases), name, len(models),
@@ -192,6 +211,8 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                         "; ".join(checks.values()))
     hand = _hand_setup(workspace, spec.name, loaded, device)
     scores: dict[str, float] = {}
+    lesions: dict[str, dict] = {}
+    derived: list[Path] = []
     for outcome in track([o for o in outcomes if o.case_id not in failed], len(outcomes) - len(failed), "predict",
                          progress):
         job = jobs[outcome.case_id]
@@ -200,9 +221,23 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
         maps = list(probabilities_of.values())
         probability = maps[0] if len(maps) == 1 else np.mean(maps, axis=0, dtype=np.float32)  # an ensemble: mean
         ending = file_ending(job.images[0])
-        written.extend(export_prediction(
-            probability, outcome.properties, scratch, job.images[0], output_dir / f"{job.case_id}{ending}", min_mm3,
-            output_dir / f"{job.case_id}_probability{ending}" if probabilities else None))
+        mask_path = output_dir / f"{job.case_id}{ending}"
+        probability_path = output_dir / f"{job.case_id}_probability{ending}" if probabilities else \
+            scratch / f"{job.case_id}_probability{ending}" if bids_dir is not None else None  # BIDS needs it
+        exported = export_prediction(probability, outcome.properties, scratch, job.images[0], mask_path, min_mm3,
+                                     probability_path)
+        written.extend(p for p in exported if not p.is_relative_to(scratch))
+        mask = read_volume(mask_path)
+        lesions[job.case_id] = lesion_table_row(mask.data, mask.affine)
+        if bids_dir is not None:
+            derived.extend(write_case(bids_dir, entities[job.case_id], mask_path, probability_path, list(job.images),
+                                      input_dir, provenance(name, fold_names, digest)))
+        if dicom_seg:
+            try:
+                derived.append(write_dicom_seg(output_dir / f"{job.case_id}{SEG_SUFFIX}", mask.data, mask.affine,
+                                               dicom_files[job.case_id], job.case_id, name))
+            except AutopipeError as exc:
+                failed[job.case_id] = f"no DICOM segmentation: {exc}"
         if hand is not None and outcome.properties.space == "template":
             hand_configuration, hand_models, predictors = hand
             hand_map = probabilities_of.get(hand_configuration)
@@ -210,13 +245,17 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
                 hand_map = predict_probability(hand_models, image, device, mirror=mirror)
             scores[job.case_id] = hand_probability(hand_map, outcome.properties, predictors)
     shutil.rmtree(scratch, ignore_errors=True)
+    if lesions:
+        derived.extend(write_lesion_table(output_dir, lesions))
+    if bids_dir is not None:
+        derived.extend(write_dataset_description(bids_dir, input_dir, name, fold_names, digest))
     if scores:
         predictors = hand[1]
         written.append(write_hand_csv(output_dir / HAND_CSV, scores, [p.fold for p in predictors],
                                       predictors[0].configuration))
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
-    return Predictions(written, failed, name, [m.fold for m in next(iter(loaded.values()))], scores)
+    return Predictions(written, failed, name, fold_names, scores, derived)
 
 
 def _refusal(checks: dict[str, str]) -> str:
