@@ -7,6 +7,7 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from autopipe.cli import main
@@ -175,6 +176,51 @@ def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained
                  "--accept-implausible"]) == 0
     assert "REALT1: predicted although it failed a check: channel 0 (FLAIR)" in capsys.readouterr().err
     assert (out / "REALT1.nii.gz").is_file()
+
+
+def test_from_pacs_to_pacs_dicom_import_predict_and_dicom_seg(trained, tmp_path, capsys):
+    """The hospital's round trip: a scan exported from PACS as a DICOM series is imported (pseudonymous, source
+    untouched), predicted, and its mask comes back as a DICOM SEG on the source slices, equal to the NIfTI mask."""
+    import highdicom as hd
+
+    from tests.dicom_fixtures import Patient, SeriesSpec, write_series
+
+    workspace = trained.parents[1]
+    scan = nib.load(next((workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs").glob("*_0000.nii.gz")))
+    affine, data = scan.affine, np.asarray(scan.dataobj, float)
+    assert np.allclose(affine[:3, :3], np.diag(np.diag(affine)[:3])) and (np.diag(affine)[:3] > 0).all()  # RAS
+    spacing = tuple(float(s) for s in np.diag(affine)[:3])
+    shape = data.shape
+    # DICOM rows/columns run along L and P: flip i and j so the series lies where the NIfTI does (LPS = RAS flipped)
+    origin = (-affine[0, 3] - spacing[0] * (shape[0] - 1), -affine[1, 3] - spacing[1] * (shape[1] - 1), affine[2, 3])
+    pixels = np.round(data[::-1, ::-1, :] / data.max() * 2000).astype(np.int16)
+    spec = SeriesSpec("AX FLAIR 3D", 3, pixels, spacing=spacing, origin=origin, angle=0.0)
+    source = tmp_path / "pacs" / "DOE_JANE"
+    files = write_series(source / "series3", Patient("MRN0042", "Doe^Jane", "20260101"), spec)
+    before = tree_digest(tmp_path / "pacs")
+    imported = tmp_path / "new_patients"
+    assert main(["import", str(tmp_path / "pacs"), str(imported), "--images-only", "-q"]) == 0
+    assert tree_digest(tmp_path / "pacs") == before
+    [image] = sorted(imported.glob("*_0000.nii.gz"))
+    assert "Doe" not in image.name and "MRN" not in image.name
+    imported_affine = nib.load(image).affine  # the series' own voxel order (L, P, S): the NIfTI's grid, flipped
+    assert np.allclose(imported_affine, spec.ras_affine(), atol=1e-4)
+    assert np.allclose(imported_affine @ [shape[0] - 1, shape[1] - 1, 0, 1], affine @ [0, 0, 0, 1], atol=1e-4)
+    out = tmp_path / "predictions"
+    assert main(["predict", "-i", str(imported), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1",
+                 "--dicom-seg", "-q"]) == 0, capsys.readouterr().err
+    case = image.name.removesuffix("_0000.nii.gz")
+    mask = np.asarray(nib.load(out / f"{case}.nii.gz").dataobj)
+    seg = hd.seg.segread(out / f"{case}_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == spec.uid
+    stored = 0
+    for k, path in enumerate(files):  # the SEG's frame for source slice k is the mask's slice k (rows = j)
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        frame = seg.get_pixels_by_source_instance([uid], segment_numbers=[1],
+                                                  assert_missing_frames_are_empty=True)[0, :, :, 0]
+        assert np.array_equal(frame, mask[:, :, k].T), k
+        stored += int(frame.sum())
+    assert stored == int(mask.sum())
 
 
 def test_a_known_label_survives_export_to_the_scan(trained, tmp_path):
