@@ -184,13 +184,43 @@ def write_volume(path: Path | str, volume: Volume, dtype: np.dtype | type | None
 def _write_itk(path: str, data: np.ndarray, affine: np.ndarray) -> None:
     import SimpleITK as sitk
 
+    sitk.WriteImage(_to_itk(data, affine), path, useCompression=True)
+
+
+def _to_itk(data: np.ndarray, affine: np.ndarray) -> object:
+    import SimpleITK as sitk
+
     itk = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))
     spacing = np.array(spacing_of(affine))
     direction = _LPS_TO_RAS @ affine[:3, :3] / spacing
     itk.SetSpacing(spacing.tolist())
     itk.SetDirection(direction.flatten().tolist())
     itk.SetOrigin((_LPS_TO_RAS @ affine[:3, 3]).tolist())
-    sitk.WriteImage(itk, path, useCompression=True)
+    return itk
+
+
+def grid_coverage(shape: tuple[int, ...], affine: np.ndarray, other_shape: tuple[int, ...],
+                  other_affine: np.ndarray, samples: int = 9) -> float:
+    """Share of grid (`shape`, `affine`)'s field of view that grid (`other_shape`, `other_affine`) covers, from a
+    lattice of samples^3 points (oblique grids included)."""
+    axes = [np.linspace(0, n - 1, samples) for n in shape[:3]]
+    points = np.stack([*np.meshgrid(*axes, indexing="ij"), np.ones((samples,) * 3)]).reshape(4, -1)
+    inside = np.linalg.inv(other_affine) @ affine @ points
+    within = [(inside[k] >= -0.5) & (inside[k] <= other_shape[k] - 0.5) for k in range(3)]
+    return float(np.mean(within[0] & within[1] & within[2]))
+
+
+def resample_onto(volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """`volume` resampled linearly, in world coordinates, onto the grid (`shape`, `affine`), float32; 0 outside.
+
+    For channels of one session that the scanner stored on different grids: the same patient position, so no
+    registration, only interpolation (preprocessing registers the channels afterwards)."""
+    import SimpleITK as sitk
+
+    moving = _to_itk(np.asarray(volume.data, np.float32), volume.affine)
+    reference = _to_itk(np.zeros(tuple(shape[:3]), np.float32), affine)
+    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
 
 
 def _itk_affine(direction: tuple, spacing: tuple, origin: tuple) -> np.ndarray:

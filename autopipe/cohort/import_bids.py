@@ -14,7 +14,8 @@ What is read (the source is never written to):
 - Channels: `--channels FLAIR,T1w` are suffixes in anat/ (.nii.gz or .nii). Of several files of one suffix
   (acq-, rec-, run-, ...), bids_names.SELECTION_RULE picks one: fewest other entities, then the highest run
   (a repeat is usually the better scan), then .nii.gz, then by name; the others are listed as skipped.
-  Channels must lie on channel 0's grid (they are not resampled): a case whose channels do not is skipped.
+  Other channels on another grid of the same field of view are resampled onto channel 0's (linear, in world
+  coordinates; preprocessing registers them later); one that covers under MIN_COVERAGE of it is skipped.
 - Lesion masks (MASK_RULE): `derivatives/<pipeline>/sub-*/[ses-*/]anat/` files named `..._desc-<desc>_mask`,
   `..._label-<desc>_mask` or `..._desc-<desc>_dseg` (.nii.gz or .nii), `<desc>` from `--lesion-desc`. A mask
   must lie on channel 0's grid (same shape and affine within 0.001 mm; never resampled) and hold only 0 and 1;
@@ -45,7 +46,16 @@ import numpy as np
 from autopipe.cohort.bids_names import LABEL, SELECTION_RULE, BidsName, choose, naming_problem, parse_bids_name
 from autopipe.cohort.clinical import hand_function_value
 from autopipe.cohort.dataset import ClinicalSpec
-from autopipe.cohort.image_io import Header, UnreadableImage, read_header, read_volume
+from autopipe.cohort.image_io import (
+    Header,
+    UnreadableImage,
+    Volume,
+    grid_coverage,
+    read_header,
+    read_volume,
+    resample_onto,
+    write_volume,
+)
 from autopipe.cohort.import_records import ImportedCase, ImportResult, Skipped
 from autopipe.errors import AutopipeError
 from autopipe.files import write_json, write_text_atomic
@@ -60,6 +70,7 @@ PARTICIPANTS = "participants.tsv"
 CASE_COLUMN = "case_id"
 MISSING = {"n/a", ""}
 GRID_ATOL_MM = 1e-3
+MIN_COVERAGE = 0.5  # share of channel 0's field of view another channel must cover to be resampled onto it
 MASK_RULE = ("derivatives/*/sub-*/[ses-*/]anat/*_desc-{desc}_mask, *_label-{desc}_mask or *_desc-{desc}_dseg "
              "(.nii.gz or .nii), on channel 0's grid, values 0 and 1 only")
 
@@ -74,6 +85,7 @@ class _Case:
     header: Header  # channel 0's grid
     mask: Path | None = None
     mask_from: str = ""  # the derivatives pipeline the mask came from
+    resampled: tuple[int, ...] = ()  # channels on another grid than channel 0's, resampled onto it
 
     @property
     def case_id(self) -> str:
@@ -125,7 +137,11 @@ def import_bids(source: Path, scratch: Path, options: ImportOptions) -> ImportRe
     for case, imported in track(list(zip(cases, result.cases, strict=True)), len(cases), "copy",
                                 enabled=options.progress):
         for index, (_, path) in enumerate(case.files):
-            copy_image(path, scratch / imported.channels[index])
+            if index in case.resampled:
+                data = resample_onto(read_volume(path, np.float32), case.header.shape, case.header.affine)
+                write_volume(scratch / imported.channels[index], Volume(data, case.header.affine))
+            else:
+                copy_image(path, scratch / imported.channels[index])
         if imported.label is not None and case.mask is not None:
             copy_image(case.mask, scratch / imported.label)
     if not options.images_only and result.cases:
@@ -214,14 +230,18 @@ def _find_case(source: Path, sub: str, ses: str | None, anat: Path, channels: tu
                                    f"is {len(header.shape)}D (shape {header.shape}); a 3D volume is expected"))
             return None
         headers.append(header)
-    for (name, _), header in zip(files[1:], headers[1:], strict=True):
-        differences = grid_differences(headers[0], header)
-        if differences:
-            skipped.append(Skipped(place, f"{name.name} is not on the grid of {files[0][0].name} "
-                                          f"({'; '.join(differences)}): channels are not resampled; register it "
-                                          "onto channel 0 first, or import channel 0 alone"))
+    resampled = []
+    for index, ((name, _), header) in enumerate(zip(files[1:], headers[1:], strict=True), start=1):
+        if not grid_differences(headers[0], header):
+            continue
+        coverage = grid_coverage(headers[0].shape, headers[0].affine, header.shape, header.affine)
+        if coverage < MIN_COVERAGE:
+            skipped.append(Skipped(place, f"{name.name} covers only {coverage:.0%} of {files[0][0].name}'s field of "
+                                          "view (another position or coordinate frame): register it onto channel 0 "
+                                          "first, or import channel 0 alone"))
             return None
-    return _Case(sub, ses, files, headers[0])
+        resampled.append(index)
+    return _Case(sub, ses, files, headers[0], resampled=tuple(resampled))
 
 
 def grid_differences(a: Header, b: Header) -> list[str]:
@@ -395,6 +415,8 @@ def _imported(case: _Case, images_only: bool) -> ImportedCase:
     label = f"labelsTr/{case.case_id}{FILE_ENDING}" if case.mask is not None and not images_only else None
     entities = {"sub": case.sub, **({"ses": case.ses} if case.ses else {})}
     came_from = case.place + ": " + " + ".join(name.name for name, _ in case.files)
+    if case.resampled:
+        came_from += f" (channel {', '.join(map(str, case.resampled))} resampled onto channel 0's grid)"
     if label:
         came_from += f"; mask from derivatives/{case.mask_from}"
     return ImportedCase(case.case_id, case.sub, written, label, came_from, source={"bids": entities},

@@ -54,7 +54,7 @@ from autopipe.cohort.dicom_series import (
     slice_thickness,
     sort_slices,
 )
-from autopipe.cohort.image_io import Volume, write_volume
+from autopipe.cohort.image_io import Volume, resample_onto, write_volume
 from autopipe.cohort.import_records import ImportedCase, ImportResult, Skipped
 from autopipe.cohort.sequence_rules import Rules, choice_key, compile_rules, match_series, rules_json
 from autopipe.errors import AutopipeError, first_line
@@ -319,27 +319,6 @@ def read_series(source: Path, channel: Channel) -> np.ndarray:
     return data
 
 
-def resample_onto(data: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target: np.ndarray) -> np.ndarray:
-    """`data` (on `affine`) resampled linearly onto the grid (`shape`, `target`), in world coordinates."""
-    import SimpleITK as sitk
-
-    moving = _itk_image(data.astype(np.float32), affine)
-    reference = _itk_image(np.zeros(shape, np.float32), target)
-    out = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
-
-
-def _itk_image(data: np.ndarray, affine: np.ndarray) -> object:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((LPS_TO_RAS @ affine[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin((LPS_TO_RAS @ affine[:3, 3]).tolist())
-    return image
-
-
 def write_case(study: Study, source: Path, scratch: Path, images_only: bool) -> ImportedCase:
     """Convert a study's chosen series (and mask) into scratch; returns the case as recorded."""
     labelled = study.mask is not None and not images_only
@@ -355,7 +334,7 @@ def write_case(study: Study, source: Path, scratch: Path, images_only: bool) -> 
                 raise ConversionError(f"{channel.series.label()} lies on another grid than channel 0 and in another "
                                       "frame of reference (FrameOfReferenceUID): register it onto channel 0 first, "
                                       "or import channel 0 alone")
-            data = resample_onto(data, channel.affine, _shape(reference), reference.affine)
+            data = resample_onto(Volume(data, channel.affine), _shape(reference), reference.affine)
             notes.append(f"channel {index} resampled onto channel 0's grid")
         name = f"{folder}{study.case_id}_{index:04d}{ENDING}"
         write_volume(scratch / name, Volume(data, reference.affine))

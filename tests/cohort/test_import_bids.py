@@ -267,10 +267,17 @@ def test_unknown_hand_values_are_refused_before_copying(bids: Path, tmp_path: Pa
 
 
 def test_unusable_cases_and_autopipe_predictions_are_skipped(tmp_path: Path) -> None:
+    """sub-02's T1w lies on another grid of the same field of view: resampled onto its FLAIR's (a linear ramp stays
+    a ramp); sub-04's T1w lies elsewhere (another position): skipped; sub-03 is unreadable."""
     source = tmp_path / "study"
-    for sub, affine in (("01", AFFINE), ("02", AFFINE + np.diag([0, 0, 0.5, 0]))):
+    shifted = AFFINE.copy()
+    shifted[:3, 3] += 200.0
+    ramp = np.broadcast_to(np.arange(SHAPE[2], dtype=np.float32) * 2.0, SHAPE).copy()  # world z (mm) + 10
+    thick = AFFINE @ np.diag([1.0, 1.0, 2.0, 1.0])  # 4 mm slices over the same origin
+    thick_ramp = np.broadcast_to(np.arange(SHAPE[2], dtype=np.float32) * 4.0, SHAPE).copy()
+    for sub, affine, t1 in (("01", AFFINE, None), ("02", thick, thick_ramp), ("04", shifted, None)):
         _image(source / f"sub-{sub}" / "anat" / f"sub-{sub}_FLAIR.nii.gz", 1)
-        _image(source / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz", 2, affine=affine)
+        _image(source / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz", 2, affine=affine, data=t1)
         _mask(source / "derivatives" / "m" / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-lesion_mask.nii.gz")
     own = source / "derivatives" / "autopipe"  # autopipe's predictions: never labels
     _mask(own / "sub-02" / "anat" / "sub-02_space-orig_desc-lesion_mask.nii.gz")
@@ -279,9 +286,14 @@ def test_unusable_cases_and_autopipe_predictions_are_skipped(tmp_path: Path) -> 
     (source / "sub-03" / "anat" / "sub-03_FLAIR.nii.gz").write_bytes(b"not an image")
     _image(source / "sub-03" / "anat" / "sub-03_T1w.nii.gz", 3)
     result = run_import(source, tmp_path / "Dataset064_X", ImportOptions(channels=("FLAIR", "T1w"), progress=False))
-    assert [c.case_id for c in result.cases] == ["sub01"]
+    assert [c.case_id for c in result.cases] == ["sub01", "sub02"]
+    assert "channel 1 resampled onto channel 0's grid" in result.cases[1].came_from
+    t1 = nib.load(tmp_path / "Dataset064_X" / "imagesTr" / "sub02_0001.nii.gz")
+    assert np.allclose(t1.affine, AFFINE) and t1.shape == SHAPE
+    inside = slice(0, 2 * ((SHAPE[2] - 1) // 2) + 1)  # within the thick grid's last slice centre
+    assert np.allclose(np.asarray(t1.dataobj)[:, :, inside], ramp[:, :, inside], atol=1e-3)
     why = {s.what: s.why for s in result.skipped}
-    assert "sub-02_T1w.nii.gz is not on the grid of sub-02_FLAIR.nii.gz" in why["sub-02"]
+    assert "sub-04_T1w.nii.gz covers only 0% of sub-04_FLAIR.nii.gz's field of view" in why["sub-04"]
     assert "cannot be read as an image" in why["sub-03/anat/sub-03_FLAIR.nii.gz"]
     assert "autopipe's own predictions" in why["derivatives/autopipe"]
-    assert "no case imported for sub-02" in why["derivatives/m/sub-02/anat/sub-02_desc-lesion_mask.nii.gz"]
+    assert "no case imported for sub-04" in why["derivatives/m/sub-04/anat/sub-04_desc-lesion_mask.nii.gz"]
