@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autopipe.cohort.dataset import CHANNEL_FILE, load_dataset
+from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
 from autopipe.files import number, read_json
@@ -37,7 +37,7 @@ from autopipe.layout import (
     members,
 )
 from autopipe.paths import Workspace
-from autopipe.plan.plans_file import load_plans
+from autopipe.plan.plans_file import Plans, load_plans
 from autopipe.predict.bids_derivatives import bids_entities, provenance, write_case, write_dataset_description
 from autopipe.predict.dicom_seg import SEG_SUFFIX, source_files, write_dicom_seg
 from autopipe.predict.export import export_prediction
@@ -47,7 +47,7 @@ from autopipe.predict.import_sources import find_import_sources
 from autopipe.predict.inference import predict_probability
 from autopipe.predict.lesion_table import lesion_table_row, write_lesion_table
 from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
-from autopipe.predict.scan_contrast import training_contrast
+from autopipe.predict.scan_contrast import TrainingContrast, training_contrast
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
 from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
@@ -192,23 +192,7 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
                             enabled=progress)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
-    reference = training_contrast(workspace, spec.name, plans.preprocessing,
-                                  workspace.plans_dir(spec.name) / "splits_final.json",
-                                  [spec.channel_names[k] for k in sorted(spec.channel_names)])
-    if reference.missing_because:
-        log.warning("the scans' tissue contrast is not compared with the training scans': %s",
-                    reference.missing_because)
-    for outcome in outcomes:
-        contrast = [] if outcome.properties is None else reference.findings(outcome.properties)
-        for flag in (f.message for f in contrast if f.severity == "flag"):
-            log.warning("%s: %s", outcome.case_id, flag)
-        checks = failed_checks(outcome.properties) | {f.check: f.message for f in contrast if f.severity == "fail"}
-        if checks and not accept_implausible:
-            failed[outcome.case_id] = (f"{_refusal(checks)}: {'; '.join(checks.values())} "
-                                       "(to predict it anyway, add --accept-implausible)")
-        elif checks:
-            log.warning("%s: predicted although it failed a check: %s", outcome.case_id,
-                        "; ".join(checks.values()))
+    failed |= _refused(outcomes, _training_reference(workspace, spec, plans), accept_implausible)
     hand = _hand_setup(workspace, spec.name, loaded, device)
     scores: dict[str, float] = {}
     lesions: dict[str, dict] = {}
@@ -256,6 +240,34 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     for case_id, why in failed.items():
         log.error("%s: %s", case_id, why)
     return Predictions(written, failed, name, fold_names, scores, derived)
+
+
+def _training_reference(workspace: Workspace, spec: DatasetSpec, plans: Plans) -> TrainingContrast:
+    """The training scans' tissue contrast, with a warning when it cannot be compared."""
+    reference = training_contrast(workspace, spec.name, plans.preprocessing,
+                                  workspace.plans_dir(spec.name) / "splits_final.json",
+                                  [spec.channel_names[k] for k in sorted(spec.channel_names)])
+    if reference.missing_because:
+        log.warning("the scans' tissue contrast is not compared with the training scans': %s",
+                    reference.missing_because)
+    return reference
+
+
+def _refused(outcomes: list, reference: TrainingContrast, accept_implausible: bool) -> dict[str, str]:
+    """case -> why it is not predicted: a failed plausibility check, or the tissue contrast of another sequence than
+    the training scans' (unless accepted: then a warning). Contrast flags are warnings."""
+    refused = {}
+    for outcome in outcomes:
+        contrast = [] if outcome.properties is None else reference.findings(outcome.properties)
+        for flag in (f.message for f in contrast if f.severity == "flag"):
+            log.warning("%s: %s", outcome.case_id, flag)
+        checks = failed_checks(outcome.properties) | {f.check: f.message for f in contrast if f.severity == "fail"}
+        if checks and not accept_implausible:
+            refused[outcome.case_id] = (f"{_refusal(checks)}: {'; '.join(checks.values())} "
+                                        "(to predict it anyway, add --accept-implausible)")
+        elif checks:
+            log.warning("%s: predicted although it failed a check: %s", outcome.case_id, "; ".join(checks.values()))
+    return refused
 
 
 def _refusal(checks: dict[str, str]) -> str:
