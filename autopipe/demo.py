@@ -94,6 +94,10 @@ def run_demo(workdir: Path, cases: int = 16, workers: int = 1, seed: int = 0, ho
     log.info("   predictions   %s", predictions)
     log.info("Next: look at progress.png and the QC montage, read plans.json (every value says why it was chosen), "
              "or run your own cohort: check, plan, preprocess, train 0..4, evaluate, predict.")
+    from autopipe.report.render import write_report  # the last step: every result above in one HTML file
+
+    report = write_report(cohort, ws, workers=workers)
+    log.info("Report (every result in one HTML file: open it in a browser): %s", report)
     return 0
 
 
