@@ -97,49 +97,34 @@ def test_train_under_torchrun_trains_the_reconstruction_approaches_and_compares_
                         "dice_combined"} <= set(row), method
 
 
-def test_predict_writes_masks_on_the_input_grid_and_evaluate_summarizes(trained, tmp_path, capsys):
+def test_predict_writes_masks_on_the_input_grid_bids_derivatives_and_evaluate_summarizes(trained, tmp_path, capsys):
+    """Masks and probabilities on each scan's own grid, the lesion table, and `--bids DIR`: a derivative dataset the
+    validator's naming and metadata rules accept; --dicom-seg is refused, with what to do, for scans not imported
+    from DICOM (before any model runs)."""
+    from tests.predict.test_bids_derivatives import check_bids_derivative
+
     workspace = trained.parents[1]
     images = workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs"
     before = tree_digest(images)
-    out = tmp_path / "predictions"
+    out, bids = tmp_path / "predictions", tmp_path / "derivatives" / "autopipe"
     code = main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--probabilities",
-                 "--no-mirror", "-j", "1", "-q"])
+                 "--bids", str(bids), "--no-mirror", "-j", "1", "-q"])
     assert code == 0
     assert tree_digest(images) == before
+    cases = []
     for source in sorted(images.glob("*_0000.nii.gz")):
         case = source.name.removesuffix("_0000.nii.gz")
+        cases.append(case)
         scan, mask = nib.load(source), nib.load(out / f"{case}.nii.gz")
         assert mask.shape == scan.shape and np.array_equal(mask.affine, scan.affine)
         assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(scan.affine)
         assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
         assert (out / f"{case}_probability.nii.gz").is_file()
-    assert not (out / ".autopipe_preprocessing").exists()
-    assert main(["evaluate", *folders(workspace), "-q"]) == 0
-    assert "pooled: Dice" in capsys.readouterr().out
-    for configuration in ("3d_fullres", "2d"):
-        crossval = trained / configuration / "crossval"
-        assert json.loads((crossval / "summary.json").read_text())["folds"] == [0]
-        assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
-
-
-def test_predict_writes_lesion_tables_and_bids_derivatives(trained, tmp_path, capsys):
-    """`--bids DIR` through the CLI: a derivative dataset the validator's naming and metadata rules accept, the
-    lesion table in -o, and --dicom-seg refused, with what to do, for scans not imported from DICOM."""
-    from tests.predict.test_bids_derivatives import check_bids_derivative
-
-    workspace = trained.parents[1]
-    images = workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs"
-    out, bids = tmp_path / "predictions", tmp_path / "derivatives" / "autopipe"
-    assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--bids", str(bids),
-                 "--no-mirror", "-j", "1", "-q"]) == 0
-    cases = sorted(p.name.removesuffix("_0000.nii.gz") for p in images.glob("*_0000.nii.gz"))
-    names = check_bids_derivative(bids, images)
-    assert len(names) == 2 * len(cases)
-    for case in cases:
         sub = "".join(ch for ch in case if ch.isalnum())
-        mask = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_space-orig_desc-lesion_mask.nii.gz")
-        assert np.array_equal(np.asanyarray(mask.dataobj), np.asanyarray(nib.load(out / f"{case}.nii.gz").dataobj))
-        assert not (out / f"{case}_probability.nii.gz").exists()  # BIDS's probseg needs no --probabilities
+        derived = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_space-orig_desc-lesion_mask.nii.gz")
+        assert np.array_equal(np.asanyarray(derived.dataobj), np.asanyarray(mask.dataobj))
+    assert not (out / ".autopipe_preprocessing").exists()
+    assert len(check_bids_derivative(bids, images)) == 2 * len(cases)
     rows = (out / "lesions.tsv").read_text().splitlines()
     assert rows[0].startswith("case\tlesion_count\ttotal_volume_ml") and [r.split("\t")[0] for r in rows[1:]] == cases
     assert json.loads((out / "lesions.json").read_text())["total_volume_ml"]["Units"] == "ml"
@@ -149,6 +134,12 @@ def test_predict_writes_lesion_tables_and_bids_derivatives(trained, tmp_path, ca
     err = capsys.readouterr().err
     assert "--dicom-seg needs to know the DICOM series" in err and "autopipe import" in err
     assert "Traceback" not in err and not list((tmp_path / "seg").glob("*.nii.gz"))
+    assert main(["evaluate", *folders(workspace), "-q"]) == 0
+    assert "pooled: Dice" in capsys.readouterr().out
+    for configuration in ("3d_fullres", "2d"):
+        crossval = trained / configuration / "crossval"
+        assert json.loads((crossval / "summary.json").read_text())["folds"] == [0]
+        assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
 
 
 def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained, tmp_path, capsys):
@@ -172,6 +163,7 @@ def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained
     assert "looks T1-weighted, the training scans FLAIR" in err and "--accept-implausible" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == [flair.name.replace("_0000", ""), "lesions.json", "lesions.tsv"]
+    (images / flair.name).unlink()  # predicted already
     assert main(["predict", "-i", str(images), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1",
                  "--accept-implausible"]) == 0
     assert "REALT1: predicted although it failed a check: channel 0 (FLAIR)" in capsys.readouterr().err
@@ -206,10 +198,13 @@ def test_from_pacs_to_pacs_dicom_import_predict_and_dicom_seg(trained, tmp_path,
     imported_affine = nib.load(image).affine  # the series' own voxel order (L, P, S): the NIfTI's grid, flipped
     assert np.allclose(imported_affine, spec.ras_affine(), atol=1e-4)
     assert np.allclose(imported_affine @ [shape[0] - 1, shape[1] - 1, 0, 1], affine @ [0, 0, 0, 1], atol=1e-4)
-    out = tmp_path / "predictions"
+    out, bids = tmp_path / "predictions", tmp_path / "derivatives"
     assert main(["predict", "-i", str(imported), "-o", str(out), *folders(workspace), "--no-mirror", "-j", "1",
-                 "--dicom-seg", "-q"]) == 0, capsys.readouterr().err
+                 "--dicom-seg", "--bids", str(bids), "-q"]) == 0, capsys.readouterr().err
     case = image.name.removesuffix("_0000.nii.gz")
+    assert not (out / f"{case}_probability.nii.gz").exists()  # BIDS's probseg needs no --probabilities
+    sub = case.replace("_", "")  # no import record of BIDS entities: the case id's letters and digits
+    assert (bids / f"sub-{sub}" / "anat" / f"sub-{sub}_space-orig_label-lesion_probseg.nii.gz").is_file()
     mask = np.asarray(nib.load(out / f"{case}.nii.gz").dataobj)
     seg = hd.seg.segread(out / f"{case}_seg.dcm")
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == spec.uid
