@@ -18,7 +18,7 @@ What is read (the source is never written to):
   coordinates; preprocessing registers them later); one that covers under MIN_COVERAGE of it is skipped.
 - Lesion masks (MASK_RULE): `derivatives/<pipeline>/sub-*/[ses-*/]anat/` files named `..._desc-<desc>_mask`,
   `..._label-<desc>_mask` or `..._desc-<desc>_dseg` (.nii.gz or .nii), `<desc>` from `--lesion-desc`. A mask
-  must lie on channel 0's grid (same shape and affine within 0.001 mm; never resampled) and hold only 0 and 1;
+  must lie on channel 0's grid (as `autopipe check` judges grids; never resampled) and hold only 0 and 1;
   otherwise it is skipped with why. Cases with a mask go to imagesTr/labelsTr, those without to imagesTs.
   Derivatives that autopipe wrote itself (`predict --bids`; GeneratedBy autopipe) are never read as labels.
 - participants.tsv, with `--hand-column`: clinical.csv, one row per training case (case_id, then every
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autopipe.cohort.bids_names import LABEL, SELECTION_RULE, BidsName, choose, naming_problem, parse_bids_name
+from autopipe.cohort.check_images import grid_differences  # the same rule `autopipe check` gates by
 from autopipe.cohort.clinical import hand_function_value
 from autopipe.cohort.dataset import ClinicalSpec
 from autopipe.cohort.image_io import (
@@ -69,7 +70,6 @@ IMAGE_EXTENSIONS = (".nii.gz", ".nii")
 PARTICIPANTS = "participants.tsv"
 CASE_COLUMN = "case_id"
 MISSING = {"n/a", ""}
-GRID_ATOL_MM = 1e-3
 MIN_COVERAGE = 0.5  # share of channel 0's field of view another channel must cover to be resampled onto it
 MASK_RULE = ("derivatives/*/sub-*/[ses-*/]anat/*_desc-{desc}_mask, *_label-{desc}_mask or *_desc-{desc}_dseg "
              "(.nii.gz or .nii), on channel 0's grid, values 0 and 1 only")
@@ -242,16 +242,6 @@ def _find_case(source: Path, sub: str, ses: str | None, anat: Path, channels: tu
             return None
         resampled.append(index)
     return _Case(sub, ses, files, headers[0], resampled=tuple(resampled))
-
-
-def grid_differences(a: Header, b: Header) -> list[str]:
-    """How grid `b` differs from `a` (shape, affine beyond GRID_ATOL_MM); empty when the same."""
-    out = []
-    if tuple(a.shape) != tuple(b.shape):
-        out.append(f"shape {'x'.join(map(str, b.shape))} vs {'x'.join(map(str, a.shape))}")
-    if not np.allclose(a.affine, b.affine, rtol=0, atol=GRID_ATOL_MM):
-        out.append(f"affine differs by up to {np.abs(a.affine - b.affine).max():.3g} mm")
-    return out
 
 
 def _drop_collisions(cases: list[_Case], skipped: list[Skipped]) -> list[_Case]:
