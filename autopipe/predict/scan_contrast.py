@@ -9,6 +9,7 @@ staying silent.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from autopipe.errors import AutopipeError
@@ -21,14 +22,14 @@ from autopipe.preprocess.plausibility import Finding
 from autopipe.preprocess.properties import CaseProperties, read_properties
 
 
+@dataclass(frozen=True)
 class TrainingContrast:
-    """The training cases' contrasts, and the channel names to report them by."""
+    """The training cases' contrasts, the channel names to report them by, and why no comparison can be made
+    (None: it can)."""
 
-    def __init__(self, contrasts: list[tuple[ChannelContrast | None, ...]], channel_names: Sequence[str],
-                 missing_because: str | None = None) -> None:
-        self.contrasts = contrasts
-        self.channel_names = list(channel_names)
-        self.missing_because = missing_because  # why no comparison can be made (None: it can)
+    contrasts: list[tuple[ChannelContrast | None, ...]]
+    channel_names: list[str]
+    missing_because: str | None = None
 
     def findings(self, case: CaseProperties) -> list[Finding]:
         """What departs in `case`'s contrast from the training cases' (nothing when either is unmeasured)."""
@@ -41,12 +42,13 @@ def training_contrast(workspace: Workspace, dataset: str, plan: PreprocessingPla
                       channel_names: Sequence[str]) -> TrainingContrast:
     """The measured contrasts of every cross-validation case of `dataset`, as preprocessed with `plan`."""
     if plan.space != "template":
-        return TrainingContrast([], channel_names, "the plan works in native space, where no tissue maps are known")
+        return TrainingContrast([], list(channel_names),
+                                "the plan works in native space, where no tissue maps are known")
     folder = preprocessed_dir(workspace, dataset, plan.space, plan.target_spacing)
     try:
         cases = sorted({c for fold in load_splits(splits_file) for c in fold["train"] + fold["val"]})
     except AutopipeError as exc:
-        return TrainingContrast([], channel_names, f"the training cases are unknown ({exc.what})")
+        return TrainingContrast([], list(channel_names), f"the training cases are unknown ({exc.what})")
     contrasts = []
     for case in cases:
         try:
@@ -56,7 +58,7 @@ def training_contrast(workspace: Workspace, dataset: str, plan: PreprocessingPla
         if properties is not None and properties.contrast is not None:
             contrasts.append(properties.contrast)
     if len(contrasts) < MIN_TRAINING_CASES:
-        return TrainingContrast(contrasts, channel_names,
+        return TrainingContrast(contrasts, list(channel_names),
                                 f"only {len(contrasts)} of the {len(cases)} training cases in {folder} have a "
                                 "measured contrast (run `autopipe preprocess --force` to measure it)")
-    return TrainingContrast(contrasts, channel_names)
+    return TrainingContrast(contrasts, list(channel_names))
