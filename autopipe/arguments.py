@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autopipe.dask_cluster import parse_local, parse_scheduler
 from autopipe.runtime import default_workers
 
 
@@ -24,6 +25,26 @@ def common_options() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     run.add_argument("--debug", action="store_true", help="show the traceback of unexpected failures")
     return common
+
+
+def cluster_options(p: argparse.ArgumentParser) -> None:
+    """Where the per-case tasks of a command run, instead of -j local processes (autopipe.dask_cluster)."""
+    group = p.add_argument_group("on a Dask cluster (pip install 'autopipe[cluster]'): one task per case; every "
+                                 "worker must see the same folders")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", type=_checked(parse_scheduler), metavar="tcp://HOST:PORT",
+                       help="a running `dask scheduler` and its workers")
+    where.add_argument("--cluster", type=_checked(parse_local), metavar="local:N",
+                       help="start N worker processes on this machine for this command")
+
+
+def _checked(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def comma_list(text: str | None) -> list[str] | None:
@@ -72,6 +93,7 @@ def spacing(text: str) -> tuple[float, float, float]:
 
 
 def check_arguments(p: argparse.ArgumentParser) -> None:
+    cluster_options(p)
     dataset_argument(p)
 
 
@@ -94,6 +116,7 @@ def import_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def plan_arguments(p: argparse.ArgumentParser) -> None:
+    cluster_options(p)
     dataset_argument(p)
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="hardware training will run on "
                    "(default: detected)")
@@ -108,6 +131,7 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def preprocess_arguments(p: argparse.ArgumentParser) -> None:
+    cluster_options(p)
     dataset_argument(p)
     p.add_argument("--force", action="store_true", help="redo cases that are already preprocessed")
     p.add_argument("--no-qc", dest="qc", action="store_false", help="skip the QC pictures (faster)")
@@ -136,6 +160,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:
+    cluster_options(p)
     p.add_argument("-i", "--input", type=Path, required=True,
                    help="folder of new cases: CASE_0000.nii.gz, ... and/or k-space files CASE.h5")
     p.add_argument("-o", "--output", type=Path, required=True,
@@ -165,6 +190,7 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    cluster_options(p)
     dataset_argument(p)
     p.add_argument("-c", "--configurations", help="comma-separated (default: every trained configuration)")
     p.add_argument("--predictions", type=Path, help="evaluate this folder of CASE.nii.gz masks instead ...")

@@ -13,12 +13,13 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from autopipe import __version__, arguments
 from autopipe.arguments import comma_list
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers
 from autopipe.files import remove_stale_temporaries, scratch_folder
 from autopipe.locks import output_lock
 from autopipe.paths import Workspace, resolve_dataset
@@ -44,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = workspace(args).results.resolve() / ".cache"
     os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     try:
-        with scratch_folder(cache / "tmp") if args.command in WRITERS else contextlib.nullcontext():
+        with scratch_folder(cache / "tmp") if args.command in WRITERS else contextlib.nullcontext(), \
+                per_case_workers(args) as workers:
+            args.workers = workers  # local processes, or the Dask cluster every per-case stage submits to
             return args.run(args)
     except AutopipeError as exc:
         log.error("error: %s", exc)
@@ -58,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("autopipe failed unexpectedly: %s: %s\n  This is a bug in autopipe, not in your data. "
                   "Rerun with --debug to see where, and report it.", type(exc).__name__, exc)
         return EXIT_FAILED
+
+
+@contextlib.contextmanager
+def per_case_workers(args: argparse.Namespace) -> Iterator[Workers]:
+    """-j local processes, or a connected Dask cluster for --scheduler / --cluster local:N (closed at the end)."""
+    scheduler, local = getattr(args, "scheduler", None), getattr(args, "cluster", None)
+    if scheduler is None and local is None:
+        yield args.workers
+        return
+    from autopipe.dask_cluster import connect
+
+    with connect(scheduler=scheduler, local_workers=local) as cluster:
+        yield cluster
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -272,7 +288,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise AutopipeError("--predictions and --references go together", fix="give both folders, or neither")
     if args.predictions is not None:
         labels = tuple(int(v) for v in args.lesion_labels.split(","))
-        result = evaluate_folders(args.predictions, args.references, labels, progress=not args.quiet)
+        result = evaluate_folders(args.predictions, args.references, labels, progress=not args.quiet,
+                                  workers=args.workers)
         print(result.table)
         print(f"wrote {result['path']}")
         return EXIT_OK
@@ -280,7 +297,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     root = checked_dataset(args, ws)
     with output_lock(ws.results / LOCKS / root.name / "evaluate", "evaluate"):
         pipeline.evaluate_cohort(root, ws, comma_list(args.configurations), comma_list(args.folds),
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, workers=args.workers)
     return EXIT_OK
 
 

@@ -52,18 +52,22 @@ def temporary_prefix() -> str:
     return f"{TEMPORARY}{os.getpid()}@{_host()}_"
 
 
-def remove_stale_temporaries(folder: Path | str) -> int:
+def remove_stale_temporaries(folder: Path | str, every_host: bool = False) -> int:
     """Delete the temporary files and scratch folders under `folder` whose writer is gone; returns how many.
 
     A writer is gone when its process no longer runs on this host. A temporary file of another host is
-    kept (its process cannot be asked), and one without a writer in its name (older autopipe) is removed.
-    Safe while other commands write into the same folder: their files name live processes.
+    kept (its process cannot be asked), unless `every_host`: for a folder whose writers are known to have
+    finished (the command holding its lock has collected every cluster task). One without a writer in its
+    name (older autopipe) is removed. Safe while other commands write into the same folder: their files
+    name live processes.
     """
     folder = Path(folder)
     removed = 0
     for path in sorted(folder.rglob(f"{TEMPORARY}*")) if folder.is_dir() else ():
         match = _WRITER.match(path.name)
-        if match and (match[2] != _host() or _running(int(match[1]))) or not os.path.lexists(path):
+        other_host = match is not None and match[2] != _host()
+        if match and (other_host and not every_host or not other_host and _running(int(match[1]))) \
+                or not os.path.lexists(path):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

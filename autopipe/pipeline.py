@@ -29,6 +29,7 @@ from autopipe.evaluate.approach_comparison import compare_crossvalidation, compa
 from autopipe.evaluate.best_configuration import choose_best_configuration, format_decision
 from autopipe.evaluate.crossval import evaluate_crossvalidation, evaluate_fold
 from autopipe.evaluate.hand_function import evaluate_hand_function
+from autopipe.executor import Workers
 from autopipe.layout import CS, ENSEMBLE, best_configuration, hand_dir
 from autopipe.models.slice_models import planned_models
 from autopipe.paths import Workspace
@@ -178,7 +179,7 @@ class PredictOptions:
     probabilities: bool = False
     mirror: bool = True
     accept_implausible: bool = False
-    workers: int = 1
+    workers: Workers = 1  # local processes or a Dask cluster, for preprocessing the new cases
     progress: bool = True
     bids: Path | None = None
     dicom_seg: bool = False
@@ -226,11 +227,11 @@ def predict_cases(root: Path, workspace: Workspace, options: PredictOptions, dev
 
 def evaluate_cohort(root: Path, workspace: Workspace, configurations: list[str] | None = None,
                     folds: list[str] | None = None, progress: bool = True,
-                    say: Callable[[str], None] = print) -> None:
+                    say: Callable[[str], None] = print, workers: Workers = 1) -> None:
     """Every trained configuration's cross-validation summary; with no configuration named, also the
     reconstruction + segmentation comparison and the hand-function report. AutopipeError when nothing is trained."""
     try:
-        for summary in evaluate_crossvalidation(root, workspace, configurations, progress=progress):
+        for summary in evaluate_crossvalidation(root, workspace, configurations, progress=progress, workers=workers):
             say(summary["text"])
         segmentation_error = None
     except AutopipeError as exc:  # a cohort may have trained only the reconstruction models so far

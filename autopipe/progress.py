@@ -1,4 +1,4 @@
-"""A small progress bar on stderr, and a process-parallel map that drives it.
+"""A small progress bar on stderr (autopipe.executor drives it for parallel work).
 
 Written here rather than pulled in as a dependency: it is forty lines, and it must never get in
 the way of a log (on a terminal it redraws one line; in a log file it writes a line at most every
@@ -7,16 +7,13 @@ LOG_INTERVAL seconds, and one when done).
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 LOG_INTERVAL = 15.0  # seconds between progress lines when stderr is not a terminal
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class Progress:
@@ -72,30 +69,3 @@ def track(items: Iterable[T], total: int, desc: str, enabled: bool = True) -> It
         for item in items:
             yield item
             bar.advance()
-
-
-def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str,
-                 enabled: bool = True) -> list[R]:
-    """`[fn(x) for x in items]` over `workers` processes (in this process when workers <= 1), with a bar.
-
-    Results keep the order of `items`. `fn` should catch and return the errors it expects, so
-    one bad case never stops the others; an unexpected exception is re-raised after all finish.
-    """
-    if workers <= 1 or len(items) <= 1:
-        return list(track((fn(x) for x in items), len(items), desc, enabled))
-    results: list = [None] * len(items)
-    failure: BaseException | None = None
-    # spawn, not fork: a process that has already run torch or ITK thread pools deadlocks its forked children
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool, \
-            Progress(len(items), desc, enabled=enabled) as bar:
-        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
-        for future in as_completed(futures):
-            try:
-                results[futures[future]] = future.result()
-            except BaseException as exc:  # keep going; report after the others finish
-                failure = failure or exc
-            bar.advance()
-    if failure is not None:
-        raise failure
-    return results

@@ -1,27 +1,8 @@
-"""The progress bar and the parallel map that drives it."""
+"""The progress bar."""
 
 import io
 
-import pytest
-
-from autopipe.progress import Progress, parallel_map
-
-
-def square(x: int) -> int:
-    if x < 0:
-        raise ValueError("negative")
-    return x * x
-
-
-def test_parallel_map_keeps_order_in_processes_and_in_process():
-    items = list(range(7))
-    assert parallel_map(square, items, workers=2, desc="t", enabled=False) == [x * x for x in items]
-    assert parallel_map(square, items, workers=1, desc="t", enabled=False) == [x * x for x in items]
-
-
-def test_parallel_map_finishes_the_others_then_raises():
-    with pytest.raises(ValueError, match="negative"):
-        parallel_map(square, [1, -1, 2], workers=2, desc="t", enabled=False)
+from autopipe.progress import Progress
 
 
 def test_log_output_is_one_final_line_for_a_quick_job():

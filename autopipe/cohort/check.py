@@ -38,7 +38,7 @@ from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset, tra
 from autopipe.cohort.image_io import Header, Volume
 from autopipe.cohort.problem import Problem, error, format_problem, relative, sort_problems, warning
 from autopipe.errors import AutopipeError, first_line
-from autopipe.progress import parallel_map
+from autopipe.executor import Workers, parallel_map
 
 __all__ = ["Problem", "check_cohort", "format_problem"]
 
@@ -55,7 +55,7 @@ class CaseReport:
     spacing: tuple[float, ...] | None
 
 
-def check_cohort(root: Path, workers: int = 1, progress: bool = True, cache: dict | None = None) -> list[Problem]:
+def check_cohort(root: Path, workers: Workers = 1, progress: bool = True, cache: dict | None = None) -> list[Problem]:
     """Every problem found in the cohort at `root`; never raises on bad data and never writes there.
 
     `cache` (autopipe.cohort.gate) maps case -> an earlier CaseReport with the files' sizes and times; cases
@@ -229,7 +229,7 @@ def case_files_key(spec: DatasetSpec, case: str) -> list:
     return key
 
 
-def _case_reports(spec: DatasetSpec, cases: list[str], workers: int, progress: bool,
+def _case_reports(spec: DatasetSpec, cases: list[str], workers: Workers, progress: bool,
                   cache: dict | None) -> list[CaseReport]:
     if cache is None:
         return parallel_map(check_case, [(spec, case) for case in cases], workers, "check", enabled=progress)

@@ -15,6 +15,7 @@ from autopipe import __version__
 from autopipe.cohort.check import check_cohort
 from autopipe.cohort.problem import ERROR, format_problem
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers
 from autopipe.files import write_json
 
 SHOWN = 8
@@ -25,7 +26,7 @@ def cache_path(plans_root: Path, dataset: str) -> Path:
     return plans_root / ".check_cache" / f"{dataset}.json"
 
 
-def require_valid_cohort(root: Path, cache: Path | None, workers: int = 1, progress: bool = True) -> None:
+def require_valid_cohort(root: Path, cache: Path | None, workers: Workers = 1, progress: bool = True) -> None:
     """Raise AutopipeError listing the cohort's errors, if it has any (`cache`: see the module docstring)."""
     cached = _read_cache(cache)
     before = json.dumps(cached, sort_keys=True)

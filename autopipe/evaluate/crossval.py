@@ -25,6 +25,7 @@ from autopipe.evaluate.evaluation import (
     read_image,
 )
 from autopipe.evaluate.postprocessing import choose_min_lesion_volume
+from autopipe.executor import Workers
 from autopipe.files import write_json
 from autopipe.layout import POSTPROCESSING_FILE, crossval_dir, validation_dir
 from autopipe.paths import Workspace
@@ -36,24 +37,25 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_fold(spec: DatasetSpec, validation: Path, cases: list[str], lesion_labels: tuple[int, ...],
-                  progress: bool = False) -> dict:
+                  progress: bool = False, workers: Workers = 1) -> dict:
     """Metrics of one fold's validation predictions; written to validation/summary.json."""
     pairs = [(c, validation / prediction_name(spec, c), spec.label_path(c)) for c in cases]
-    result = evaluate_cases(pairs, lesion_labels, progress=progress)
+    result = evaluate_cases(pairs, lesion_labels, progress=progress, workers=workers)
     path = write_json(validation / "summary.json", result)
     return {**result, "table": format_table(result), "path": path}
 
 
 def evaluate_folders(predictions: Path, references: Path, lesion_labels: tuple[int, ...],
-                     progress: bool = False) -> dict:
+                     progress: bool = False, workers: Workers = 1) -> dict:
     """Metrics of every prediction in a folder against the same-named reference; summary.json beside them."""
-    result = evaluate_cases(pairs_from_folders(predictions, references), lesion_labels, progress=progress)
+    result = evaluate_cases(pairs_from_folders(predictions, references), lesion_labels, progress=progress,
+                            workers=workers)
     path = write_json(predictions / "summary.json", result)
     return {**result, "table": format_table(result), "path": path}
 
 
 def evaluate_crossvalidation(root: Path, workspace: Workspace, configurations: list[str] | None = None,
-                             progress: bool = False) -> list[dict]:
+                             progress: bool = False, workers: Workers = 1) -> list[dict]:
     """For each configuration: every fold with complete validation predictions, pooled, and the postprocessing
     decision. Returns one {"configuration", "folds", "summary", "postprocessing", "text"} per configuration."""
     spec = load_dataset(root)
@@ -65,17 +67,17 @@ def evaluate_crossvalidation(root: Path, workspace: Workspace, configurations: l
     if not names:
         raise AutopipeError("no validation predictions to evaluate", where=str(results_dir),
                             fix="run `autopipe train FOLD` (it validates the fold's held-out cases when done)")
-    return [_configuration(spec, results_dir / name, splits, labels, progress) for name in names]
+    return [_configuration(spec, results_dir / name, splits, labels, progress, workers) for name in names]
 
 
 def _configuration(spec: DatasetSpec, folder: Path, splits: list[dict], labels: tuple[int, ...],
-                   progress: bool) -> dict:
+                   progress: bool, workers: Workers) -> dict:
     fold_results, cases = {}, []
     for k, split in enumerate(splits):
         validation = validation_dir(folder / f"fold_{k}")
         if not all((validation / prediction_name(spec, c)).is_file() for c in split["val"]):
             continue
-        fold_results[k] = evaluate_fold(spec, validation, split["val"], labels, progress)
+        fold_results[k] = evaluate_fold(spec, validation, split["val"], labels, progress, workers)
         cases += [_arrays(c, validation / prediction_name(spec, c), spec.label_path(c), labels) for c in split["val"]]
     if not fold_results:
         raise AutopipeError(f"{folder.name}: no fold has validation predictions for all its held-out cases",

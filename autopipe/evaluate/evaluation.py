@@ -16,7 +16,7 @@ import numpy as np
 from autopipe.cohort.image_io import NIFTI_ENDINGS
 from autopipe.errors import AutopipeError, first_line
 from autopipe.evaluate.metrics import METRIC_DEFINITIONS, aggregate, case_metrics
-from autopipe.progress import track
+from autopipe.executor import Workers, parallel_map
 
 AFFINE_TOLERANCE = 1e-3  # mm; rounding in a header round trip stays far below, a wrong grid far above
 GRID_FIX = "predictions must be on the reference's grid (autopipe predict writes them so)"
@@ -30,25 +30,32 @@ _COLUMNS = (
 
 
 def evaluate_cases(pairs: list[tuple[str, Path, Path]], lesion_labels: tuple[int, ...],
-                   progress: bool = False) -> dict:
+                   progress: bool = False, workers: Workers = 1) -> dict:
     """Metrics of each (case_id, prediction NIfTI, reference NIfTI) pair, their aggregate and the definitions.
 
     The prediction's lesion mask is its voxels > 0; the reference's is its voxels with a value in
-    `lesion_labels`. Returns {"cases": {case_id: case_metrics}, "mean": aggregate(...), "definitions": ...}.
+    `lesion_labels`. Cases are measured in parallel over `workers` (processes or a Dask cluster).
+    Returns {"cases": {case_id: case_metrics}, "mean": aggregate(...), "definitions": ...}.
     """
     if not lesion_labels:
         raise AutopipeError("no lesion labels given", where="evaluate",
                             fix="pass the label values that mark lesions in the references (e.g. (1,))")
-    cases = {}
-    for case_id, pred_path, ref_path in track(pairs, len(pairs), "evaluate", enabled=progress):
-        pred, _, pred_affine = read_image(case_id, pred_path)
-        ref, ref_zooms, ref_affine = read_image(case_id, ref_path)
-        if pred.shape != ref.shape or not np.allclose(pred_affine, ref_affine, atol=AFFINE_TOLERANCE, rtol=0):
-            raise AutopipeError(f"prediction {pred_path} (shape {pred.shape}) and reference {ref_path} "
-                                f"(shape {ref.shape}) are not on the same grid (shapes or affines differ)",
-                                where=f"case {case_id}", fix=GRID_FIX)
-        cases[case_id] = case_metrics(pred > 0, np.isin(ref, lesion_labels), ref_zooms[:ref.ndim])
+    jobs = [(case_id, pred, ref, tuple(lesion_labels)) for case_id, pred, ref in pairs]
+    metrics = parallel_map(evaluate_pair, jobs, workers, "evaluate", enabled=progress)
+    cases = {case_id: m for (case_id, _, _), m in zip(pairs, metrics, strict=True)}
     return {"cases": cases, "mean": aggregate(list(cases.values())), "definitions": dict(METRIC_DEFINITIONS)}
+
+
+def evaluate_pair(job: tuple[str, Path, Path, tuple[int, ...]]) -> dict:
+    """The metrics of one (case_id, prediction, reference, lesion labels); refuses files on different grids."""
+    case_id, pred_path, ref_path, lesion_labels = job
+    pred, _, pred_affine = read_image(case_id, pred_path)
+    ref, ref_zooms, ref_affine = read_image(case_id, ref_path)
+    if pred.shape != ref.shape or not np.allclose(pred_affine, ref_affine, atol=AFFINE_TOLERANCE, rtol=0):
+        raise AutopipeError(f"prediction {pred_path} (shape {pred.shape}) and reference {ref_path} "
+                            f"(shape {ref.shape}) are not on the same grid (shapes or affines differ)",
+                            where=f"case {case_id}", fix=GRID_FIX)
+    return case_metrics(pred > 0, np.isin(ref, lesion_labels), ref_zooms[:ref.ndim])
 
 
 def format_table(result: dict) -> str:

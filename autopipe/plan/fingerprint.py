@@ -20,9 +20,9 @@ from autopipe.anatomy.head_evidence import STRIPPED_MIN_SHARE
 from autopipe.cohort.clinical import read_hand_function
 from autopipe.cohort.dataset import DatasetSpec
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers, parallel_map
 from autopipe.plan.case_fingerprint import CaseJob, CaseResult, fingerprint_case
 from autopipe.plan.preprocessing import skull_strip_channel
-from autopipe.progress import parallel_map
 
 LESION_WORDS = ("lesion", "wmh", "pvl", "plaque", "hyperintens")
 
@@ -33,7 +33,7 @@ def lesion_label_values(labels: dict[str, int]) -> tuple[int, ...]:
     return tuple(sorted(named or [v for v in labels.values() if v > 0]))
 
 
-def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: int = 1, progress: bool = True) -> dict:
+def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: Workers = 1, progress: bool = True) -> dict:
     """Fingerprint the training cases `case_ids` of a cohort (read-only)."""
     if not case_ids:
         raise AutopipeError("no training cases found in imagesTr", where=str(spec.root),

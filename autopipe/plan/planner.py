@@ -15,6 +15,7 @@ import numpy as np
 from autopipe.cohort.clinical import read_clinical_rows
 from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers
 from autopipe.files import to_plain, write_text_atomic
 from autopipe.paths import Workspace
 from autopipe.plan.configs import BudgetPlan, HardwarePlan, Plans, PreprocessingPlan
@@ -36,7 +37,7 @@ NUM_CLASSES = 2  # background and lesion, after the lesion labels are binarized
 
 
 def plan_dataset(root: Path, workspace: Workspace, *, device: str | None = None, memory_gb: float | None = None,
-                 hours: float | None = None, workers: int = 1, progress: bool = True,
+                 hours: float | None = None, workers: Workers = 1, progress: bool = True,
                  throughput_gflops: float | None = None, recalibrate: bool = False) -> dict:
     """Plan the cohort at `root`; returns the paths written and a summary for the CLI to print. The device's speed
     is measured once per machine and workspace (autopipe.plan.hardware), so a busy moment never changes a plan."""

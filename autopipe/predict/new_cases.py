@@ -26,6 +26,7 @@ import torch
 from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers, parallel_map
 from autopipe.files import number, read_json
 from autopipe.layout import (
     ENSEMBLE,
@@ -50,9 +51,9 @@ from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
 from autopipe.predict.scan_contrast import TrainingContrast, training_contrast
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
-from autopipe.preprocess.runner import ct_statistics, memory_bounded_workers, run_job
+from autopipe.preprocess.runner import GB_PER_WORKER, ct_statistics, lost_job, memory_bounded_workers, run_job
 from autopipe.preprocess.storage import plan_digest, read_case
-from autopipe.progress import parallel_map, track
+from autopipe.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def load_members(workspace: Workspace, dataset: str, name: str, folds: list[str]
 
 def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Workspace, *,
                    configuration: str | None = None, folds: list[str] | None = None, device: torch.device,
-                   mirror: bool = True, probabilities: bool = False, workers: int = 1,
+                   mirror: bool = True, probabilities: bool = False, workers: Workers = 1,
                    progress: bool = True, accept_implausible: bool = False, bids_dir: Path | None = None,
                    dicom_seg: bool = False) -> Predictions:
     """Predict every case in `input_dir` into `output_dir`; failures are logged with their reasons and returned.
@@ -185,12 +186,13 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     log.info("predicting %d case(s) with %s, %d fold(s)%s%s", len(cases), name, len(models),
              ", mirrored" if mirror else "", f", removing lesions < {min_mm3:g} mm3" if min_mm3 else "")
     scratch = output_dir / SCRATCH
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed run's cases may be of other scans with the same names
     digest = plan_digest(plans.preprocessing)
     ct_stats = ct_statistics(workspace, spec, plans.preprocessing)
     jobs = {c: CaseJob(case_id=c, images=images, label=None, out_dir=scratch, plan=plans.preprocessing,
                        digest=digest, ct_stats=ct_stats, qc=False) for c, images in cases.items()}
     outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
-                            enabled=progress)
+                            enabled=progress, memory_gb=GB_PER_WORKER, lost=lost_job)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
     failed |= _refused(outcomes, _training_reference(workspace, spec, plans), accept_implausible)
     hand = _hand_setup(workspace, spec.name, loaded, device)

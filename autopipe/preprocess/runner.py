@@ -21,7 +21,8 @@ from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import UnreadableImage
 from autopipe.cohort.label_classes import class_order
 from autopipe.errors import AutopipeError, first_line
-from autopipe.files import write_json
+from autopipe.executor import Workers, is_cluster, parallel_map
+from autopipe.files import remove_stale_temporaries, write_json
 from autopipe.layout import case_paths, data_identifier
 from autopipe.paths import Workspace
 from autopipe.plan.configs import PreprocessingPlan
@@ -32,7 +33,6 @@ from autopipe.preprocess.case import CaseError, CaseJob, preprocess_case
 from autopipe.preprocess.properties import CaseProperties, read_properties
 from autopipe.preprocess.report import build_report, format_table
 from autopipe.preprocess.storage import is_finished, plan_digest
-from autopipe.progress import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class PreprocessResult:
     accepted_now: list[str]
 
 
-def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, force: bool = False,
+def preprocess_dataset(root: Path, workspace: Workspace, *, workers: Workers = 1, force: bool = False,
                        progress: bool = True, qc: bool = True, accept: list[str] | None = None) -> PreprocessResult:
     """Preprocess the cohort at `root` with its plans; returns the report and where everything went."""
     spec = load_dataset(root)
@@ -87,8 +87,12 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
         for summary in (folder / "report.json", folder / "qc" / "montage.png"):
             summary.unlink(missing_ok=True)
     write_json(folder / "preprocessing_plan.json", {"digest": digest, "plan": plan})
-    workers = memory_bounded_workers(workers, len(todo))
-    outcomes = parallel_map(run_job, todo, workers, "preprocess", enabled=progress) if todo else []
+    for job in todo:  # a redone case is unfinished until its task writes it again: a resubmitted task then skips it
+        case_paths(folder, job.case_id)[1].unlink(missing_ok=True)
+    outcomes = parallel_map(run_job, todo, memory_bounded_workers(workers, len(todo)), "preprocess",
+                            enabled=progress, memory_gb=GB_PER_WORKER, lost=lost_job) if todo else []
+    # a worker killed while writing leaves its temporary file; every task is collected now, so none is live
+    remove_stale_temporaries(folder, every_host=is_cluster(workers))
     failures = {o.case_id: o.error for o in outcomes if o.error}
     records = [p for job in jobs if job.case_id not in failures
                and (p := read_properties(case_paths(folder, job.case_id)[1])) is not None and p.plan_digest == digest]
@@ -107,8 +111,14 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: int = 1, fo
 
 
 def run_job(job: CaseJob) -> Outcome:
-    """One case in a worker: the properties, or the reason it failed (expected problems as plain messages)."""
+    """One case in a worker: the properties, or the reason it failed (expected problems as plain messages).
+
+    Idempotent: a case already finished with this plan is read back, not redone, so a task that a cluster
+    resubmits after its worker died (perhaps after writing the case) is harmless.
+    """
     try:
+        if is_finished(job.out_dir, job.case_id, job.digest):
+            return Outcome(job.case_id, properties=read_properties(case_paths(job.out_dir, job.case_id)[1]))
         return Outcome(job.case_id, properties=preprocess_case(job))
     except CaseError as exc:
         return Outcome(job.case_id, error=str(exc))
@@ -124,8 +134,18 @@ def run_job(job: CaseJob) -> Outcome:
                        details=traceback.format_exc())
 
 
-def memory_bounded_workers(requested: int, cases: int, gb_per_worker: float = GB_PER_WORKER) -> int:
-    """At most `requested` workers, no more than cases, and no more than available memory allows."""
+def lost_job(job: CaseJob, why: str) -> Outcome:
+    """The outcome of a case whose cluster workers kept dying while preprocessing it."""
+    return Outcome(job.case_id, error=f"not preprocessed: {why}")
+
+
+def memory_bounded_workers(requested: Workers, cases: int, gb_per_worker: float = GB_PER_WORKER) -> Workers:
+    """At most `requested` workers, no more than cases, and no more than available memory allows.
+
+    A Dask cluster is returned as it is: its workers' memory limits and MEMORY_GB resources bound it.
+    """
+    if is_cluster(requested):
+        return requested
     workers = max(1, min(requested, cases))
     available = _available_gb()
     if available is not None and workers * gb_per_worker > available:

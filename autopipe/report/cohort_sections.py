@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from autopipe.executor import Workers
 from autopipe.report.context import ReportContext, read_json_or_none
 from autopipe.report.document import Section, fmt
 
@@ -71,7 +72,7 @@ def cohort_section(ctx: ReportContext) -> Section:
     return section
 
 
-def check_section(ctx: ReportContext, run_check: bool = True, workers: int = 1) -> tuple[Section, dict | None]:
+def check_section(ctx: ReportContext, run_check: bool = True, workers: Workers = 1) -> tuple[Section, dict | None]:
     """`autopipe check`'s errors and warnings, run here (cases unchanged since the last check are not read again).
     Also returns {"errors", "warnings"} for the summary (None when skipped)."""
     section = Section("check", "Check")

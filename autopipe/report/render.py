@@ -11,6 +11,7 @@ import markupsafe
 
 from autopipe import __version__
 from autopipe.errors import AutopipeError, first_line
+from autopipe.executor import Workers
 from autopipe.files import write_text_atomic
 from autopipe.paths import Workspace
 from autopipe.report.cohort_sections import check_section, cohort_section, preprocessing_section
@@ -32,7 +33,7 @@ def default_report_path(workspace: Workspace, dataset: str) -> Path:
     return workspace.results / dataset / REPORT_FILE
 
 
-def build_report(root: Path, workspace: Workspace, *, run_check: bool = True, workers: int = 1) -> dict:
+def build_report(root: Path, workspace: Workspace, *, run_check: bool = True, workers: Workers = 1) -> dict:
     """Everything the template shows: {"dataset", "version", "folders", "summary", "sections"}, in reading order."""
     ctx = ReportContext(Path(root), workspace)
     check, check_counts = _guarded(ctx, "check", "Check", "check", lambda: check_section(ctx, run_check, workers))
@@ -84,7 +85,7 @@ def inline_code(text: object) -> markupsafe.Markup:
 
 
 def write_report(root: Path, workspace: Workspace, path: Path | None = None, *, run_check: bool = True,
-                 workers: int = 1) -> Path:
+                 workers: Workers = 1) -> Path:
     """Render the cohort's report and write it atomically (default results/DATASET/report.html); the path."""
     path = Path(path) if path is not None else default_report_path(workspace, Path(root).name)
     if path.is_dir():

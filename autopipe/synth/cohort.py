@@ -27,9 +27,9 @@ from autopipe import __version__
 from autopipe.cohort.image_io import Volume, write_volume
 from autopipe.cohort.kspace_file import write_kspace_file
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers, parallel_map
 from autopipe.files import to_plain, write_text_atomic
 from autopipe.mri.masks import MASK_KINDS
-from autopipe.progress import parallel_map
 from autopipe.synth import groundtruth, handfunction
 from autopipe.synth.contrast import MEANS
 from autopipe.synth.subject import (
@@ -207,7 +207,7 @@ def _slab_labels(rendered: RenderedSubject, slab) -> np.ndarray:
     return take_slices(label_map(rendered, "tissue"), axis, indices).astype(np.uint8)
 
 
-def synthesize_cohort(out: Path, options: SynthOptions, workers: int = 1, progress: bool = True) -> dict:
+def synthesize_cohort(out: Path, options: SynthOptions, workers: Workers = 1, progress: bool = True) -> dict:
     """Write the cohort into `out` (created; must be empty) and return a summary of it.
 
     Summary: cases, seconds, bytes on disk, mean measured effective acceleration, impaired fraction and

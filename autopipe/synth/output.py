@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 
 from autopipe.errors import AutopipeError
+from autopipe.executor import Workers
 from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 
 
-def synthesize_atomically(out: Path, options: SynthOptions, workers: int, force: bool = False,
+def synthesize_atomically(out: Path, options: SynthOptions, workers: Workers, force: bool = False,
                           progress: bool = True) -> dict:
     """Synthesize into a hidden sibling folder and rename it into place when complete.
 

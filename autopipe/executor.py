@@ -1,0 +1,57 @@
+"""Where per-case tasks run: this machine's process pool (the default), or a Dask cluster.
+
+The one seam between the stages and the machines: fingerprint, check, preprocess, predict's preprocessing,
+evaluation and synthesis call `parallel_map(fn, items, workers, ...)` with a plain function from files to
+files. `workers` is a number of local processes, or a connected autopipe.dask_cluster.DaskCluster
+(`--scheduler`, `--cluster local:N`), which runs one task per item on its workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TYPE_CHECKING, TypeVar, Union
+
+from autopipe.progress import Progress, track
+
+if TYPE_CHECKING:
+    from autopipe.dask_cluster import DaskCluster
+
+T = TypeVar("T")
+R = TypeVar("R")
+Workers = Union[int, "DaskCluster"]  # local worker processes, or a Dask cluster
+
+
+def is_cluster(workers: Workers) -> bool:
+    return not isinstance(workers, int)
+
+
+def parallel_map(fn: Callable[[T], R], items: list[T], workers: Workers, desc: str, enabled: bool = True,
+                 memory_gb: float | None = None, lost: Callable[[T, str], R] | None = None) -> list[R]:
+    """`[fn(x) for x in items]` over `workers` (in this process when workers <= 1), with a progress bar.
+
+    Results keep the order of `items`. `fn` should catch and return the errors it expects, so one bad case
+    never stops the others; an unexpected exception is re-raised after all finish. On a cluster, `memory_gb`
+    is declared per task and `lost(item, why)` stands in for a task whose workers kept dying.
+    """
+    if is_cluster(workers):
+        return workers.map(fn, items, desc, enabled=enabled, memory_gb=memory_gb, lost=lost)
+    if workers <= 1 or len(items) <= 1:
+        return list(track((fn(x) for x in items), len(items), desc, enabled))
+    results: list = [None] * len(items)
+    failure: BaseException | None = None
+    # spawn, not fork: a process that has already run torch or ITK thread pools deadlocks its forked children
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool, \
+            Progress(len(items), desc, enabled=enabled) as bar:
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        for future in as_completed(futures):
+            try:
+                results[futures[future]] = future.result()
+            except BaseException as exc:  # keep going; report after the others finish
+                failure = failure or exc
+            bar.advance()
+    if failure is not None:
+        raise failure
+    return results
