@@ -67,8 +67,8 @@ class DaskCluster:
             memory_gb: float | None = None, lost: Callable[[T, str], R] | None = None) -> list[R]:
         """`[fn(x) for x in items]`, one task per item, in the order of `items`, with a bar of cluster progress.
 
-        A task whose worker died more than `allowed-failures` times (3 by default) is lost: `lost(item, why)` becomes its
-        result, so one case that kills its workers (memory) is reported while the others finish. Without
+        A task whose worker died more than `allowed-failures` times (3 by default) is lost: `lost(item, why)`
+        becomes its result, so one case that kills its workers (memory) is reported while the others finish. Without
         `lost`, or on an unexpected exception, the first error is raised after every task has finished.
         """
         from distributed import KilledWorker, as_completed
