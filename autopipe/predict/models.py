@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import torch
 from autopipe.errors import AutopipeError
 from autopipe.models.architectures import load_network
 from autopipe.models.checkpoint import checkpoint_path
+
+ENSEMBLES_KEPT = 4  # an ensemble's members and the hand-function configuration's folds, with room to spare
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,14 @@ def load_ensemble(paths: list[Path], device: torch.device) -> list[TrainedModel]
                                 f"order ({first.source} vs {model.source})",
                                 fix="retrain the folds with one plan, or predict with one configuration at a time")
     return models
+
+
+def shared_ensemble(paths: tuple[Path, ...] | list[Path], device: torch.device) -> list[TrainedModel]:
+    """load_ensemble, done once per process for the same checkpoint files (unchanged since) and device: `predict`
+    and a Dask worker predicting one case after another keep their models instead of reading them per case."""
+    return _cached_ensemble(tuple((Path(p), Path(p).stat().st_mtime_ns) for p in paths), device)
+
+
+@functools.lru_cache(maxsize=ENSEMBLES_KEPT)
+def _cached_ensemble(files: tuple[tuple[Path, int], ...], device: torch.device) -> list[TrainedModel]:
+    return load_ensemble([path for path, _ in files], device)

@@ -20,13 +20,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers, parallel_map
+from autopipe.executor import Workers, is_cluster, parallel_map
 from autopipe.files import number, read_json
 from autopipe.layout import (
     ENSEMBLE,
@@ -40,20 +39,18 @@ from autopipe.layout import (
 from autopipe.paths import Workspace
 from autopipe.plan.plans_file import Plans, load_plans
 from autopipe.predict.bids_derivatives import bids_entities, provenance, write_case, write_dataset_description
+from autopipe.predict.case_inference import HandSource, InferenceJob, lost_inference, predict_case
 from autopipe.predict.dicom_seg import SEG_SUFFIX, source_files, write_dicom_seg
-from autopipe.predict.export import export_prediction
 from autopipe.predict.hand_function import CSV_FILE as HAND_CSV
-from autopipe.predict.hand_function import hand_probability, load_hand_predictors, write_hand_csv
+from autopipe.predict.hand_function import load_hand_predictors, write_hand_csv
 from autopipe.predict.import_sources import find_import_sources
-from autopipe.predict.inference import predict_probability
 from autopipe.predict.lesion_table import lesion_table_row, write_lesion_table
-from autopipe.predict.models import TrainedModel, load_ensemble, trained_folds
+from autopipe.predict.models import TrainedModel, shared_ensemble, trained_folds
 from autopipe.predict.scan_contrast import TrainingContrast, training_contrast
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
 from autopipe.preprocess.runner import GB_PER_WORKER, ct_statistics, lost_job, memory_bounded_workers, run_job
-from autopipe.preprocess.storage import plan_digest, read_case
-from autopipe.progress import track
+from autopipe.preprocess.storage import plan_digest
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +151,7 @@ def load_members(workspace: Workspace, dataset: str, name: str, folds: list[str]
         if not paths:
             raise AutopipeError(f"none of the folds {', '.join(folds or [])} of {member} is trained",
                                 where=str(config_dir), fix="train them, or leave --folds out to use every trained fold")
-        loaded[member] = load_ensemble(paths, device)
+        loaded[member] = shared_ensemble(paths, device)
     return loaded
 
 
@@ -196,40 +193,43 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
     failed |= _refused(outcomes, _training_reference(workspace, spec, plans), accept_implausible)
     hand = _hand_setup(workspace, spec.name, loaded, device)
+    hand_source = None if hand is None else HandSource(workspace, spec.name, hand[0], tuple(m.source for m in hand[1]))
+    checkpoints = {member: tuple(m.source for m in models) for member, models in loaded.items()}
+    tasks = []
+    for outcome in (o for o in outcomes if o.case_id not in failed):
+        job = jobs[outcome.case_id]
+        ending = file_ending(job.images[0])
+        tasks.append(InferenceJob(
+            case_id=job.case_id, arrays=case_paths(scratch, job.case_id)[0], properties=outcome.properties,
+            source=job.images[0], mask=output_dir / f"{job.case_id}{ending}",
+            probability=output_dir / f"{job.case_id}_probability{ending}" if probabilities else
+            scratch / f"{job.case_id}_probability{ending}" if bids_dir is not None else None,  # BIDS needs it
+            scratch=scratch, min_mm3=min_mm3, checkpoints=checkpoints, mirror=mirror, device=str(device),
+            hand=hand_source))
+    # the models are loaded here already: in this process the cases go one by one; a cluster's workers load their own
+    results = parallel_map(predict_case, tasks, workers if is_cluster(workers) else 1, "predict", enabled=progress,
+                           memory_gb=GB_PER_WORKER, lost=lost_inference)
     scores: dict[str, float] = {}
     lesions: dict[str, dict] = {}
     derived: list[Path] = []
-    for outcome in track([o for o in outcomes if o.case_id not in failed], len(outcomes) - len(failed), "predict",
-                         progress):
-        job = jobs[outcome.case_id]
-        image = read_case(case_paths(scratch, job.case_id)[0], ("image",))["image"]
-        probabilities_of = {m: predict_probability(ms, image, device, mirror=mirror) for m, ms in loaded.items()}
-        maps = list(probabilities_of.values())
-        probability = maps[0] if len(maps) == 1 else np.mean(maps, axis=0, dtype=np.float32)  # an ensemble: mean
-        ending = file_ending(job.images[0])
-        mask_path = output_dir / f"{job.case_id}{ending}"
-        probability_path = output_dir / f"{job.case_id}_probability{ending}" if probabilities else \
-            scratch / f"{job.case_id}_probability{ending}" if bids_dir is not None else None  # BIDS needs it
-        exported = export_prediction(probability, outcome.properties, scratch, job.images[0], mask_path, min_mm3,
-                                     probability_path)
-        written.extend(p for p in exported if not p.is_relative_to(scratch))
-        mask = read_volume(mask_path)
-        lesions[job.case_id] = lesion_table_row(mask.data, mask.affine)
+    for task, result in zip(tasks, results, strict=True):
+        if result.error:
+            failed[task.case_id] = result.error
+            continue
+        written.extend(p for p in result.written if not p.is_relative_to(scratch))
+        mask = read_volume(task.mask)
+        lesions[task.case_id] = lesion_table_row(mask.data, mask.affine)
         if bids_dir is not None:
-            derived.extend(write_case(bids_dir, entities[job.case_id], mask_path, probability_path, list(job.images),
-                                      input_dir, provenance(name, fold_names, digest)))
+            derived.extend(write_case(bids_dir, entities[task.case_id], task.mask, task.probability,
+                                      list(jobs[task.case_id].images), input_dir, provenance(name, fold_names, digest)))
         if dicom_seg:
             try:
-                derived.append(write_dicom_seg(output_dir / f"{job.case_id}{SEG_SUFFIX}", mask.data, mask.affine,
-                                               dicom_files[job.case_id], job.case_id, name))
+                derived.append(write_dicom_seg(output_dir / f"{task.case_id}{SEG_SUFFIX}", mask.data, mask.affine,
+                                               dicom_files[task.case_id], task.case_id, name))
             except AutopipeError as exc:
-                failed[job.case_id] = f"no DICOM segmentation: {exc}"
-        if hand is not None and outcome.properties.space == "template":
-            hand_configuration, hand_models, predictors = hand
-            hand_map = probabilities_of.get(hand_configuration)
-            if hand_map is None:
-                hand_map = predict_probability(hand_models, image, device, mirror=mirror)
-            scores[job.case_id] = hand_probability(hand_map, outcome.properties, predictors)
+                failed[task.case_id] = f"no DICOM segmentation: {exc}"
+        if result.hand_score is not None:
+            scores[task.case_id] = result.hand_score
     shutil.rmtree(scratch, ignore_errors=True)
     if lesions:
         derived.extend(write_lesion_table(output_dir, lesions))
@@ -293,4 +293,4 @@ def _hand_setup(workspace: Workspace, dataset: str, loaded: dict[str, list[Train
         log.warning("hand function not predicted: its configuration %s has no trained fold", configuration)
         return None
     log.info("hand function from %s segmentations, as its predictors were trained", configuration)
-    return configuration, load_ensemble(hand_paths, device), predictors
+    return configuration, shared_ensemble(hand_paths, device), predictors
