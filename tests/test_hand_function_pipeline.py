@@ -29,6 +29,8 @@ def base(tmp_path_factory):
     return base
 
 
+# 4 minutes: every fold trained; the default suite keeps the hand-function units and the end-to-end run
+@pytest.mark.slow
 def test_train_every_fold_then_predict_and_evaluate_hand_function(base, tmp_path, capsys):
     raw = tree_digest(base / "raw_data")
     results = base / "results" / DATASET

@@ -75,6 +75,8 @@ def test_real_heads_read_as_their_sequences_and_a_swapped_channel_is_refused(coh
         assert [f.severity for f in swapped] == ["fail", "fail"], swapped
 
 
+# 100 s: the bank's heads preprocessed twice; tests/bank checks the same decisions per variant
+@pytest.mark.slow
 def test_stripping_switched_off_fails_with_its_cause_until_accepted(cohort, capsys):
     plans = json.loads(_plans(cohort).read_text())
     plans["preprocessing"]["skull_strip"]["value"] = "none"
