@@ -32,6 +32,10 @@ R = TypeVar("R")
 MEMORY = "MEMORY_GB"  # the Dask resource that declares a worker's memory for autopipe's tasks
 CONNECT_TIMEOUT = "30s"
 WORKER_WAIT_S = 120  # a batch system may start the workers a little after the scheduler
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold: every
+# large array is then mapped and unmapped afresh, and a preprocessing case took 15-20% longer (sys time 24-25 s
+# against 15-16 s for 8 cases at 2 mm, benchmarks/cluster_scaling.py). Workers autopipe starts keep glibc's default.
+NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 INSTALL = "install the cluster extra: pip install 'autopipe[cluster]' (dask and distributed)"
 
 
@@ -164,6 +168,7 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, memo
     shared out) as their memory limit and declared MEMORY_GB; they are stopped when the block ends.
     """
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise AutopipeError("--scheduler and --cluster need dask.distributed, which is not installed",
@@ -180,9 +185,10 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, memo
     else:
         n = local_workers or 1
         per_worker = memory_gb or _available_gb() / n
-        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, memory_limit=f"{per_worker:.2f}GB",
-                             resources={MEMORY: round(per_worker, 2)}, silence_logs=logging.ERROR)
+        with dask.config.set(NO_MALLOC_TRIM):
+            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, memory_limit=f"{per_worker:.2f}GB",
+                                 resources={MEMORY: round(per_worker, 2)}, silence_logs=logging.ERROR)
         cluster = DaskCluster(Client(local), f"local cluster of {n} workers", _local=local, expected_workers=n)
     log.info("per-case work goes to the Dask cluster at %s (%d workers)", cluster.description,
              len(cluster._workers()))

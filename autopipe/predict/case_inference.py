@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autopipe.device import choose_device
 from autopipe.paths import Workspace
 from autopipe.predict.export import export_prediction
 from autopipe.predict.hand_function import hand_probability, load_hand_predictors
@@ -47,7 +48,7 @@ class InferenceJob:
     min_mm3: float
     checkpoints: dict[str, tuple[Path, ...]]  # configuration -> its folds; several configurations: an ensemble
     mirror: bool
-    device: str
+    device: str | None  # None: the best this process has (a cluster worker's own GPU, if any)
     hand: HandSource | None = None
 
 
@@ -64,7 +65,7 @@ class InferenceResult:
 def predict_case(job: InferenceJob) -> InferenceResult:
     """The mean lesion probability of every fold (of every member), exported as a mask (and probability) on the
     scan; with hand-function predictors, the case's mean P(impaired) from the configuration they were trained on."""
-    device = torch.device(job.device)
+    device = choose_device() if job.device is None else torch.device(job.device)
     image = read_case(job.arrays, ("image",))["image"]
     maps = {name: predict_probability(shared_ensemble(paths, device), image, device, mirror=job.mirror)
             for name, paths in job.checkpoints.items()}

@@ -204,9 +204,11 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
             source=job.images[0], mask=output_dir / f"{job.case_id}{ending}",
             probability=output_dir / f"{job.case_id}_probability{ending}" if probabilities else
             scratch / f"{job.case_id}_probability{ending}" if bids_dir is not None else None,  # BIDS needs it
-            scratch=scratch, min_mm3=min_mm3, checkpoints=checkpoints, mirror=mirror, device=str(device),
+            scratch=scratch, min_mm3=min_mm3, checkpoints=checkpoints, mirror=mirror,
+            device=None if is_cluster(workers) else str(device),
             hand=hand_source))
-    # the models are loaded here already: in this process the cases go one by one; a cluster's workers load their own
+    # the models are loaded here already: in this process the cases go one by one; a cluster's workers load their
+    # own, each on its best device (a worker per GPU)
     results = parallel_map(predict_case, tasks, workers if is_cluster(workers) else 1, "predict", enabled=progress,
                            memory_gb=GB_PER_WORKER, lost=lost_inference)
     scores: dict[str, float] = {}
