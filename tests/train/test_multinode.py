@@ -1,8 +1,7 @@
 """Training on two torchrun "nodes" on loopback (--nnodes 2, two ranks each, one shared results folder): one
 node is killed mid-fold, and `--continue` on both finishes the fold from its last finished epoch."""
 
-import os
-import signal
+import contextlib
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 from tests.tiny_cohort import folders
 
 DATASET = "Dataset008_Nodes"
-EPOCHS = 4
+EPOCHS = 12  # about 5 s each here: the kill after epoch 2 lands well inside the run
 
 
 def free_port() -> int:
@@ -33,6 +32,18 @@ def start_node(base: Path, node_rank: int, port: int, *extra: str) -> subprocess
                "--iterations", "2", "--threads", "1", "--no-validation", "-q", *extra]
     log = (base / f"node{node_rank}.log").open("a")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_node(node: subprocess.Popen) -> None:
+    """SIGKILL a node's torchrun and its ranks, as a lost machine: torchrun starts each rank in a session of its
+    own, so killing the agent's process group would leave the ranks running."""
+    import psutil
+
+    agent = psutil.Process(node.pid)
+    for process in [*agent.children(recursive=True), agent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    node.wait()
 
 
 def wait_for(text: str, path: Path, timeout: float) -> None:
@@ -56,17 +67,15 @@ def test_two_nodes_train_a_fold_and_resume_after_one_is_killed(tmp_path):
     nodes = [start_node(tmp_path, rank, port) for rank in (0, 1)]
     try:
         wait_for(f"epoch 2/{EPOCHS}", fold / "training.log", timeout=600)
-        os.killpg(nodes[1].pid, signal.SIGKILL)  # node 1 is lost: its agent and both its ranks
-        nodes[1].wait()
+        kill_node(nodes[1])  # node 1 is lost: its agent and both its ranks
         try:  # node 0's ranks lose their peers: they fail (gloo), or hang and the operator stops the job
             nodes[0].wait(timeout=180)
         except subprocess.TimeoutExpired:
-            os.killpg(nodes[0].pid, signal.SIGKILL)
-            nodes[0].wait()
+            kill_node(nodes[0])
     finally:
         for node in nodes:
             if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
+                kill_node(node)
     assert nodes[0].returncode != 0
     assert (fold / "checkpoint_latest.pt").is_file() and not (fold / "checkpoint_final.pt").exists()
 
