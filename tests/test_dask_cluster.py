@@ -109,3 +109,21 @@ def test_an_unreachable_scheduler_is_a_message_not_a_traceback():
             connect(scheduler="tcp://127.0.0.1:9", timeout="1s"):
         pass
     assert "dask scheduler" in info.value.fix
+
+
+def test_evaluation_on_the_cluster_gives_the_local_numbers(cluster, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from autopipe.evaluate.evaluation import evaluate_cases
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for case in ("a", "b", "c"):
+        reference = (rng.random((12, 10, 8)) > 0.8).astype(np.uint8)
+        prediction = np.roll(reference, 1, axis=0)
+        for kind, array in (("ref", reference), ("pred", prediction)):
+            nib.save(nib.Nifti1Image(array, np.diag([1.5, 1.5, 2.0, 1.0])), tmp_path / f"{case}_{kind}.nii.gz")
+        pairs.append((case, tmp_path / f"{case}_pred.nii.gz", tmp_path / f"{case}_ref.nii.gz"))
+    local = evaluate_cases(pairs, (1,), workers=1)
+    assert evaluate_cases(pairs, (1,), workers=cluster) == local and list(local["cases"]) == ["a", "b", "c"]

@@ -107,6 +107,14 @@ def test_local_cluster_gives_the_local_pools_outputs(base, local_run, tmp_path, 
     assert_same_outputs(folder, local_run)
 
 
+def test_the_fingerprint_on_a_cluster_gives_the_same_plan(base, tmp_path):
+    plans = tmp_path / "plans"
+    assert main(["plan", "--raw-dir", str(base / "raw_data"), "--plans-dir", str(plans), "--cluster", "local:2", "-q",
+                 "--throughput-gflops", "100"]) == 0
+    for name in ("fingerprint.json", "plans.json", "splits_final.json"):
+        assert (plans / DATASET / name).read_text() == (base / "plans" / DATASET / name).read_text(), name
+
+
 def test_a_worker_killed_mid_case_changes_nothing(base, local_run, tmp_path):
     from autopipe.dask_cluster import connect
 
