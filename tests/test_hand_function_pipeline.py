@@ -9,6 +9,10 @@ from tests.tiny_cohort import folders, tree_digest
 DATASET = "Dataset008_SynthHand"
 LABELS = ["good", "impaired", "good", "impaired", "good", "good", "impaired", "good"]  # fixed: 3 of 8 impaired
 
+# 5 minutes: every fold trained, and the second test reads what the first trained. The default suite keeps the
+# hand-function units (tests/train/test_hand_fold.py, the one-class message included) and the end-to-end run.
+pytestmark = pytest.mark.slow
+
 
 
 
@@ -29,8 +33,6 @@ def base(tmp_path_factory):
     return base
 
 
-# 4 minutes: every fold trained; the default suite keeps the hand-function units and the end-to-end run
-@pytest.mark.slow
 def test_train_every_fold_then_predict_and_evaluate_hand_function(base, tmp_path, capsys):
     raw = tree_digest(base / "raw_data")
     results = base / "results" / DATASET
