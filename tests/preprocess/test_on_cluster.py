@@ -28,7 +28,7 @@ from autopipe.synth.cohort import SynthOptions, synthesize_cohort
 pytest.importorskip("distributed")
 
 DATASET = "Dataset007_Cluster"
-CASES = ("PVL_001", "PVL_002", "PVL_003")
+CASES = ("PVL_001", "PVL_002")  # one per worker: the killed one's case is rescheduled
 TIMINGS = ("timings", "seconds", "mean_seconds_per_step", "mean_seconds_per_case")  # JSON keys of measured times
 
 
@@ -101,7 +101,7 @@ def assert_each_case_once(folder: Path) -> None:
 def test_local_cluster_gives_the_local_pools_outputs(base, local_run, tmp_path, capsys):
     pre = tmp_path / "pre"
     assert main(["preprocess", DATASET, "--cluster", "local:2", "-q", *folders(base, pre)]) == 0
-    assert "3 case(s) preprocessed" in capsys.readouterr().out
+    assert f"{len(CASES)} case(s) preprocessed" in capsys.readouterr().out
     folder = pre / DATASET / local_run.name
     assert_each_case_once(folder)
     assert_same_outputs(folder, local_run)

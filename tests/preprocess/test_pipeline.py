@@ -227,6 +227,8 @@ def test_corrupt_case_is_reported_while_the_others_finish(run, base, tmp_path, c
     assert (folder / "PVL_003.json").is_file() and not (folder / "PVL_001.json").exists()
 
 
+# 36 s; tests/test_crash_safety.py kills preprocess at a rename in the default suite, at every rename with -m slow
+@pytest.mark.slow
 def test_killed_run_resumes_without_half_written_cases(base, tmp_path):
     args = [sys.executable, "-m", "autopipe", "preprocess", "--raw-dir", str(base / "raw_data"), "--plans-dir",
             str(base / "plans"), "--preprocessed-dir", str(tmp_path), "-j", "1", "-q", "--no-qc"]
