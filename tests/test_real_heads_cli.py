@@ -78,6 +78,8 @@ def test_real_heads_read_as_their_sequences_and_a_swapped_channel_is_refused(coh
 # 100 s: the bank's heads preprocessed twice; tests/bank checks the same decisions per variant
 @pytest.mark.slow
 def test_stripping_switched_off_fails_with_its_cause_until_accepted(cohort, capsys):
+    if not _plans(cohort).is_file():  # run alone (pytest -m slow), without the test that plans the cohort
+        assert main(["plan", "101", *folders(cohort), "-q", "-j", "2", "--throughput-gflops", "50"]) == 0
     plans = json.loads(_plans(cohort).read_text())
     plans["preprocessing"]["skull_strip"]["value"] = "none"
     _plans(cohort).write_text(json.dumps(plans, indent=2))
