@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from autopipe.errors import AutopipeError, first_line
+from autopipe.executor import collect
 from autopipe.progress import Progress
 from autopipe.runtime import default_workers, set_threads
 
@@ -82,27 +83,18 @@ class DaskCluster:
         run = uuid.uuid4().hex[:8]
         futures = {self.client.submit(_run_task, fn, item, self._threads, key=f"{desc}-{i}-{run}", pure=False,
                                       resources=resources): i for i, item in enumerate(items)}
-        results: list = [None] * len(items)
-        failure: BaseException | None = None
+        def recover(i: int, exc: BaseException) -> R:
+            if not isinstance(exc, KilledWorker):
+                raise exc
+            why = (f"its worker died {_allowed_failures() + 1} time(s) while running it (out of memory? each "
+                   f"worker's memory limit must hold one case; {first_line(exc)})")
+            if lost is None:
+                raise AutopipeError(f"task {i + 1} of {desc}: {why}", where=self.description,
+                                    fix="give the workers more memory, or fewer threads each")
+            return lost(items[i], why)
+
         with Progress(len(items), f"{desc} ({self.description})", enabled=enabled) as bar:
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    results[i] = future.result()
-                except KilledWorker as exc:
-                    why = (f"its worker died {_allowed_failures() + 1} time(s) while running it (out of memory? each "
-                           f"worker's memory limit must hold one case; {first_line(exc)})")
-                    if lost is None:
-                        failure = failure or AutopipeError(f"task {i + 1} of {desc}: {why}", where=self.description,
-                                                           fix="give the workers more memory, or fewer threads each")
-                    else:
-                        results[i] = lost(items[i], why)
-                except BaseException as exc:  # keep going; report after the others finish
-                    failure = failure or exc
-                bar.advance()
-        if failure is not None:
-            raise failure
-        return results
+            return collect(futures, as_completed(futures), bar, recover)
 
     def _resources(self, memory_gb: float | None) -> dict[str, float] | None:
         """The MEMORY_GB request of one task, where workers declare it; warns where they cannot honour it."""

@@ -9,9 +9,9 @@ files. `workers` is a number of local processes, or a connected autopipe.dask_cl
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TYPE_CHECKING, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from autopipe.progress import Progress, track
 
@@ -39,19 +39,35 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: Workers, desc: s
         return workers.map(fn, items, desc, enabled=enabled, memory_gb=memory_gb, lost=lost)
     if workers <= 1 or len(items) <= 1:
         return list(track((fn(x) for x in items), len(items), desc, enabled))
-    results: list = [None] * len(items)
-    failure: BaseException | None = None
     # spawn, not fork: a process that has already run torch or ITK thread pools deadlocks its forked children
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool, \
             Progress(len(items), desc, enabled=enabled) as bar:
         futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
-        for future in as_completed(futures):
+        return collect(futures, as_completed(futures), bar)
+
+
+def collect(futures: dict[Any, int], completed: Iterable[Any], bar: Progress,
+            recover: Callable[[int, BaseException], Any] | None = None) -> list:
+    """The results of `futures` (future -> item index) in item order, as `completed` yields them, with the bar.
+
+    `recover(i, error)` may turn item i's error into its result (or raise another); any other error is raised
+    once every future is in, so one failure never stops the rest.
+    """
+    results: list = [None] * len(futures)
+    failure: BaseException | None = None
+    for future in completed:
+        i = futures[future]
+        try:
+            results[i] = future.result()
+        except BaseException as exc:  # keep going; report after the others finish
             try:
-                results[futures[future]] = future.result()
-            except BaseException as exc:  # keep going; report after the others finish
-                failure = failure or exc
-            bar.advance()
+                if recover is None:
+                    raise
+                results[i] = recover(i, exc)
+            except BaseException as unrecovered:
+                failure = failure or unrecovered
+        bar.advance()
     if failure is not None:
         raise failure
     return results
