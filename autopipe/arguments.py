@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from autopipe.dask_cluster import parse_local, parse_scheduler
+from autopipe.paths import Workspace
 from autopipe.runtime import default_workers
 
 
@@ -214,3 +215,11 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
                    help="HTML file to write (default: results/DATASET/report.html)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="leave out running `autopipe check` on the cohort (faster on a large cohort)")
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The folders a command works in: the demo's own under its --workdir, else the options, environment, defaults."""
+    if args.command == "demo":
+        return Workspace.under(args.workdir)
+    return Workspace.from_environment(raw=args.raw_dir, plans=args.plans_dir,
+                                      preprocessed=args.preprocessed_dir, results=args.results_dir)

@@ -12,18 +12,17 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autopipe import __version__, arguments
 from autopipe.arguments import comma_list
+from autopipe.dask_cluster import open_workers
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers
 from autopipe.files import remove_stale_temporaries, scratch_folder
 from autopipe.locks import output_lock
 from autopipe.paths import Workspace, resolve_dataset
-from autopipe.runtime import default_workers, set_threads
+from autopipe.runtime import configure_logging, default_workers, set_threads
 
 log = logging.getLogger("autopipe")
 LOCKS = ".locks"  # one writer per output: plans/.locks/DATASET, preprocessed/.locks/DATASET, results/.locks/...
@@ -35,18 +34,19 @@ WRITERS = ("plan", "preprocess", "train", "predict", "evaluate", "demo")  # comm
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.quiet)
+    configure_logging(args.quiet)
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
     set_threads(args.threads or max(1, default_workers() // max(1, args.workers)))
     # matplotlib's font cache and every temporary file go with autopipe's outputs, never into the user's home
     # folder or /tmp, where a killed command's would stay
-    cache = workspace(args).results.resolve() / ".cache"
+    cache = arguments.workspace(args).results.resolve() / ".cache"
     os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     try:
         with scratch_folder(cache / "tmp") if args.command in WRITERS else contextlib.nullcontext(), \
-                per_case_workers(args) as workers:
+                open_workers(args.workers, getattr(args, "scheduler", None), getattr(args, "cluster", None)) \
+                as workers:
             args.workers = workers  # local processes, or the Dask cluster every per-case stage submits to
             return args.run(args)
     except AutopipeError as exc:
@@ -63,29 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-@contextlib.contextmanager
-def per_case_workers(args: argparse.Namespace) -> Iterator[Workers]:
-    """-j local processes, or a connected Dask cluster for --scheduler / --cluster local:N (closed at the end)."""
-    scheduler, local = getattr(args, "scheduler", None), getattr(args, "cluster", None)
-    if scheduler is None and local is None:
-        yield args.workers
-        return
-    from autopipe.dask_cluster import connect
-
-    with connect(scheduler=scheduler, local_workers=local) as cluster:
-        yield cluster
-
-
-def _configure_logging(quiet: bool) -> None:
-    """Messages of every autopipe module go to stderr, plain, whatever else configured logging."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)  # log files (training.log) keep everything, even with --quiet
-    log.propagate = False
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = arguments.common_options()
     parser = argparse.ArgumentParser(
@@ -99,14 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(p)
         p.set_defaults(run=run_fn, command=name)
     return parser
-
-
-def workspace(args: argparse.Namespace) -> Workspace:
-    """The folders a command works in: the demo's own under its --workdir, else the options, environment, defaults."""
-    if args.command == "demo":
-        return Workspace.under(args.workdir)
-    return Workspace.from_environment(raw=args.raw_dir, plans=args.plans_dir,
-                                      preprocessed=args.preprocessed_dir, results=args.results_dir)
 
 
 def checked_dataset(args: argparse.Namespace, ws: Workspace) -> Path:
@@ -139,21 +108,25 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    root = resolve_dataset(args.dataset, arguments.workspace(args).raw)
+    return _print_check(root, args, root.name, " - the cohort is ready for `autopipe plan`")
+
+
+def _print_check(root: Path, args: argparse.Namespace, title: str, when_clean: str = "") -> int:
+    """`autopipe check`'s lines for the cohort at `root`, their tally under `title`, and its exit status."""
     from autopipe.cohort.check import check_cohort, format_problem
 
-    root = resolve_dataset(args.dataset, workspace(args).raw)
     problems = check_cohort(root, workers=args.workers, progress=not args.quiet)
     errors = [p for p in problems if p.severity == "error"]
     for problem in problems:
         print(format_problem(problem))
-    print(f"{root.name}: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
-          + ("" if errors else " - the cohort is ready for `autopipe plan`"))
+    print(f"{title}: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)"
+          + ("" if errors else when_clean))
     return EXIT_FAILED if errors else EXIT_OK
 
 
 def _run_import(args: argparse.Namespace) -> int:
     """DICOM or BIDS into a new cohort (or a folder of images), then `autopipe check` on the cohort."""
-    from autopipe.cohort.check import check_cohort, format_problem
     from autopipe.cohort.import_records import format_table
     from autopipe.cohort.importing import ImportOptions, run_import
 
@@ -162,7 +135,7 @@ def _run_import(args: argparse.Namespace) -> int:
                             hand_column=args.hand_column, lesion_desc=args.lesion_desc, progress=not args.quiet)
     destination = Path(args.destination)
     if not args.images_only and len(destination.parts) == 1:
-        destination = workspace(args).raw / destination
+        destination = arguments.workspace(args).raw / destination
     result = run_import(args.source, destination, options)
     if result is None:  # --show-rules
         return EXIT_OK
@@ -171,19 +144,13 @@ def _run_import(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.images_only:
         return EXIT_OK
-    problems = check_cohort(result.destination, workers=args.workers, progress=not args.quiet)
-    errors = [p for p in problems if p.severity == "error"]
-    for problem in problems:
-        print(format_problem(problem))
-    print(f"autopipe check {result.destination.name}: {len(errors)} error(s), {len(problems) - len(errors)} "
-          "warning(s)")
-    return EXIT_FAILED if errors else EXIT_OK
+    return _print_check(result.destination, args, f"autopipe check {result.destination.name}")
 
 
 def _run_plan(args: argparse.Namespace) -> int:
     from autopipe.plan.planner import plan_dataset
 
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = checked_dataset(args, ws)
     with output_lock(ws.plans / LOCKS / root.name, "plan"):
         result = plan_dataset(root, ws, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
@@ -196,35 +163,19 @@ def _run_plan(args: argparse.Namespace) -> int:
 def _run_preprocess(args: argparse.Namespace) -> int:
     from autopipe.preprocess.runner import preprocess_dataset
 
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = checked_dataset(args, ws)
     with output_lock(ws.preprocessed / LOCKS / root.name, "preprocess"):
         result = preprocess_dataset(root, ws, workers=args.workers, force=args.force, progress=not args.quiet,
                                     qc=args.qc, accept=args.accept)
-    print(result.table)
-    folder = result.folder
-    print(f"{result.processed} case(s) preprocessed, {result.skipped} already done, "
-          f"{len(result.failed)} failed -> {folder}")
-    if args.qc and result.report["cases"]:
-        print(f"QC: {folder / 'qc' / 'montage.png'} (one picture per case beside it); report: "
-              f"{folder / 'report.json'}")
     if args.debug:
         for case, details in result.tracebacks.items():
             log.error("traceback of %s:\n%s", case, details)
-    if result.accepted_now:
-        print(f"accepted the failed checks of {', '.join(result.accepted_now)} (recorded in "
-              f"{folder / 'accepted.json'})")
-    for case, checks in result.implausible.items():
-        for message in checks.values():
-            log.error("%s: %s", case, message)
-    if result.implausible:
-        log.error("error: %d case(s) failed a plausibility check (above). Fix the cause and rerun, or, after looking "
-                  "at their QC pictures, accept them: %s", len(result.implausible),
-                  " ".join(filter(None, ["autopipe preprocess", args.dataset, "--accept", *result.implausible])))
-    if result.failed:
-        log.error("error: %d case(s) failed (reasons above); fix them and rerun: finished cases are kept",
-                  len(result.failed))
-    return EXIT_FAILED if result.failed or result.implausible else EXIT_OK
+    lines, errors = result.summary(args.dataset, args.qc)
+    print("\n".join(lines))
+    for line in errors:
+        log.error("%s", line)
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -234,7 +185,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from autopipe.train.segmentation_task import default_loader_workers
 
     fold = parse_fold(args.fold)
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = checked_dataset(args, ws)
     ranks = distributed.ranks_from_environment()
     device = choose_device(args.device, ranks.local_rank)
@@ -263,7 +214,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from autopipe import pipeline
     from autopipe.device import choose_device
 
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = checked_dataset(args, ws)
     options = pipeline.PredictOptions(
         input=args.input, output=args.output, configuration=args.configuration, folds=comma_list(args.folds),
@@ -293,7 +244,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(result.table)
         print(f"wrote {result['path']}")
         return EXIT_OK
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = checked_dataset(args, ws)
     with output_lock(ws.results / LOCKS / root.name / "evaluate", "evaluate"):
         pipeline.evaluate_cohort(root, ws, comma_list(args.configurations), comma_list(args.folds),
@@ -310,7 +261,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from autopipe.report.render import write_report
 
-    ws = workspace(args)
+    ws = arguments.workspace(args)
     root = resolve_dataset(args.dataset, ws.raw)
     print(write_report(root, ws, args.output, run_check=args.check, workers=args.workers))
     return EXIT_OK

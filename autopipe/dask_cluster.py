@@ -1,8 +1,8 @@
 """Per-case tasks on a Dask cluster: an existing scheduler (`--scheduler tcp://HOST:PORT`) or a LocalCluster
 of N worker processes started for the command (`--cluster local:N`).
 
-Only what autopipe.executor needs: connect, then map a plain function over items, one task per item. The
-function reads and writes files on a folder every worker sees (a shared file system) and returns a small
+Only what autopipe.executor and the CLI need: connect (`open_workers` picks local processes or a cluster),
+then map a plain function over items, one task per item. The function reads and writes files on a folder every worker sees (a shared file system) and returns a small
 record; arrays never travel. Dask reschedules the tasks of a worker that dies, so the functions are
 idempotent (a finished case is skipped). Each task declares its memory as the MEMORY_GB resource where the
 workers declare it (`dask worker --resources MEMORY_GB=16`), so a worker never holds more cases than fit;
@@ -199,3 +199,14 @@ def _available_gb() -> float:
         return psutil.virtual_memory().available / 1024**3
     except ImportError:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) / 1024**3
+
+
+@contextmanager
+def open_workers(processes: int, scheduler: str | None = None,
+                 local_workers: int | None = None) -> Iterator[int | DaskCluster]:
+    """`processes` local processes, or a connected Dask cluster for --scheduler / --cluster local:N (closed after)."""
+    if scheduler is None and local_workers is None:
+        yield processes
+        return
+    with connect(scheduler=scheduler, local_workers=local_workers) as cluster:
+        yield cluster

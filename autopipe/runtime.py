@@ -1,7 +1,9 @@
-"""Thread counts for the numerical libraries, set explicitly so runs are predictable on shared machines."""
+"""Thread counts for the numerical libraries, set explicitly so runs are predictable on shared machines; where
+messages go."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -36,3 +38,14 @@ def set_threads(n: int) -> None:
         pass
     if "torch" in sys.modules:  # torch reads OMP_NUM_THREADS when it is imported later
         sys.modules["torch"].set_num_threads(n)
+
+
+def configure_logging(quiet: bool) -> None:
+    """Messages of every autopipe module go to stderr, plain, whatever else configured logging."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    log = logging.getLogger("autopipe")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)  # log files (training.log) keep everything, even with --quiet
+    log.propagate = False

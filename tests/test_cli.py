@@ -76,7 +76,8 @@ def test_train_before_plan_or_preprocess_says_what_to_run(tmp_path, capsys):
 
 def test_the_demo_keeps_its_caches_and_scratch_files_in_its_own_folder(tmp_path):
     """Not in ./results of wherever it was started (it used to leave ./results/.cache/matplotlib behind)."""
-    from autopipe.cli import build_parser, workspace
+    from autopipe.arguments import workspace
+    from autopipe.cli import build_parser
     from autopipe.paths import Workspace
 
     args = build_parser().parse_args(["demo", "--workdir", str(tmp_path / "demo")])

@@ -63,6 +63,26 @@ class PreprocessResult:
     implausible: dict[str, dict[str, str]]  # case -> failed plausibility check -> message (not accepted)
     accepted_now: list[str]
 
+    def summary(self, dataset: str, qc: bool) -> tuple[list[str], list[str]]:
+        """What the command prints: the table and a tally, then the errors (each failed check, what to do)."""
+        lines = [self.table, f"{self.processed} case(s) preprocessed, {self.skipped} already done, "
+                             f"{len(self.failed)} failed -> {self.folder}"]
+        if qc and self.report["cases"]:
+            lines.append(f"QC: {self.folder / 'qc' / 'montage.png'} (one picture per case beside it); report: "
+                         f"{self.folder / 'report.json'}")
+        if self.accepted_now:
+            lines.append(f"accepted the failed checks of {', '.join(self.accepted_now)} (recorded in "
+                         f"{self.folder / 'accepted.json'})")
+        errors = [f"{case}: {message}" for case, checks in self.implausible.items() for message in checks.values()]
+        if self.implausible:
+            errors.append(f"error: {len(self.implausible)} case(s) failed a plausibility check (above). Fix the cause "
+                          "and rerun, or, after looking at their QC pictures, accept them: "
+                          + " ".join(filter(None, ["autopipe preprocess", dataset, "--accept", *self.implausible])))
+        if self.failed:
+            errors.append(f"error: {len(self.failed)} case(s) failed (reasons above); fix them and rerun: finished "
+                          "cases are kept")
+        return lines, errors
+
 
 def preprocess_dataset(root: Path, workspace: Workspace, *, workers: Workers = 1, force: bool = False,
                        progress: bool = True, qc: bool = True, accept: list[str] | None = None) -> PreprocessResult:
