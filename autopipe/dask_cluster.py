@@ -2,11 +2,12 @@
 of N worker processes started for the command (`--cluster local:N`).
 
 Only what autopipe.executor and the CLI need: connect (`open_workers` picks local processes or a cluster),
-then map a plain function over items, one task per item. The function reads and writes files on a folder every worker sees (a shared file system) and returns a small
-record; arrays never travel. Dask reschedules the tasks of a worker that dies, so the functions are
-idempotent (a finished case is skipped). Each task declares its memory as the MEMORY_GB resource where the
-workers declare it (`dask worker --resources MEMORY_GB=16`), so a worker never holds more cases than fit;
-and it sets its numerical libraries' threads to its share of its host's cores.
+then map a plain function over items, one task per item. The function reads and writes files on a folder every
+worker sees (a shared file system) and returns a small record; arrays never travel. Dask reschedules the tasks
+of a worker that dies, so the functions are idempotent (a finished case is skipped). Each task declares its
+memory as the MEMORY_GB resource where the workers declare it (`dask worker --resources MEMORY_GB=16`), so a
+worker never holds more cases than fit; and it sets its numerical libraries' threads to its share of its
+host's cores.
 
 dask.distributed is an extra (`pip install 'autopipe[cluster]'`), imported only here and only when asked for.
 """
