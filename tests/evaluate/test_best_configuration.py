@@ -106,6 +106,28 @@ def test_evaluate_writes_the_decision_and_predict_follows_it(validated):
         load_members(ws, root.name, ENSEMBLE, None, torch.device("cpu"))  # both members are asked for
 
 
+def test_the_ensemble_is_chosen_when_it_wins_and_predict_follows_it(validated):
+    """3d_fullres now also adds a false lesion (in the opposite corner from 2d's): each alone keeps its own false
+    lesion, while their mean keeps the lesions 3d_fullres is sure of and drops both false ones."""
+    root, ws = validated
+    splits = load_splits(ws.plans_dir(root.name) / "splits_final.json")
+    for k, split in enumerate(splits):
+        folder = fold_dir(ws, root.name, "3d_fullres", str(k))
+        for case in split["val"]:
+            label = read_volume(root / "labelsTr" / f"{case}.nii.gz").data
+            probability = label.astype(np.float32) * 0.9 + 0.05
+            probability[-3:, -3:, -3:] = np.where(label[-3:, -3:, -3:] > 0, 0.95, 0.6)
+            write_probability(validation_probability(folder, case), probability)
+            write_like(validation_dir(folder) / f"{case}.nii.gz", (probability >= 0.5).astype(np.uint8),
+                       root / "labelsTr" / f"{case}.nii.gz", np.uint8)
+    decision = choose_best_configuration(root, ws)
+    dice = {name: candidate["dice"] for name, candidate in decision["candidates"].items()}
+    assert decision["chosen"] == ENSEMBLE and decision["runner_up"] == "3d_fullres", dice
+    assert dice[ENSEMBLE] > dice["3d_fullres"] > dice["2d"]
+    assert decision["paired"]["wins"] > 0 and decision["paired"]["losses"] == 0
+    assert choose_configuration(ws, root.name, None, ["3d_fullres", "2d"]) == ENSEMBLE
+
+
 def test_no_decision_without_a_configuration_validated_on_every_fold(validated):
     root, ws = validated
     for path in (ws.results / root.name / "2d" / "fold_0" / "validation").glob("*.nii.gz"):
