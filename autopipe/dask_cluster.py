@@ -15,7 +15,6 @@ dask.distributed is an extra (`pip install 'autopipe[cluster]'`), imported only 
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from autopipe.errors import AutopipeError, first_line
-from autopipe.executor import collect
+from autopipe.executor import available_gb, collect
 from autopipe.progress import Progress
 from autopipe.runtime import default_workers, set_threads
 
@@ -177,7 +176,7 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, memo
         cluster = DaskCluster(client, scheduler)
     else:
         n = local_workers or 1
-        per_worker = memory_gb or _available_gb() / n
+        per_worker = memory_gb or (available_gb() or 4.0 * n) / n
         with dask.config.set(NO_MALLOC_TRIM):
             local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                  dashboard_address=None, memory_limit=f"{per_worker:.2f}GB",
@@ -191,15 +190,6 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, memo
         cluster.client.close()
         if cluster._local is not None:
             cluster._local.close()
-
-
-def _available_gb() -> float:
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available / 1024**3
-    except ImportError:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) / 1024**3
 
 
 @contextmanager

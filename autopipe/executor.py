@@ -8,9 +8,12 @@ files. `workers` is a number of local processes, or a connected autopipe.dask_cl
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from autopipe.progress import Progress, track
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 Workers = Union[int, "DaskCluster"]  # local worker processes, or a Dask cluster
+
+log = logging.getLogger(__name__)
 
 
 def is_cluster(workers: Workers) -> bool:
@@ -71,3 +76,34 @@ def collect(futures: dict[Any, int], completed: Iterable[Any], bar: Progress,
     if failure is not None:
         raise failure
     return results
+
+
+def memory_bounded_workers(requested: Workers, cases: int, gb_per_worker: float) -> Workers:
+    """At most `requested` local workers, no more than cases, and no more than available memory allows.
+
+    A Dask cluster is returned as it is: its workers' memory limits and MEMORY_GB resources bound it.
+    """
+    if is_cluster(requested):
+        return requested
+    workers = max(1, min(requested, cases))
+    available = available_gb()
+    if available is not None and workers * gb_per_worker > available:
+        fitting = max(1, int(available // gb_per_worker))
+        if fitting < workers:
+            log.warning("%.1f GB of memory available: %d worker(s) instead of %d", available, fitting, workers)
+            workers = fitting
+    return workers
+
+
+def available_gb() -> float | None:
+    """Memory this machine can give without swapping (MemAvailable), in GB; None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) / 1024**3
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -20,11 +20,12 @@ from autopipe.anatomy.head_evidence import STRIPPED_MIN_SHARE
 from autopipe.cohort.clinical import read_hand_function
 from autopipe.cohort.dataset import DatasetSpec
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers, parallel_map
+from autopipe.executor import Workers, memory_bounded_workers, parallel_map
 from autopipe.plan.case_fingerprint import CaseJob, CaseResult, fingerprint_case
 from autopipe.plan.preprocessing import skull_strip_channel
 
 LESION_WORDS = ("lesion", "wmh", "pvl", "plaque", "hyperintens")
+GB_PER_CASE = 2.0  # peak of a worker fingerprinting a 1 mm head (deepbet included): 1.50 GB, 2026-12-07
 
 
 def lesion_label_values(labels: dict[str, int]) -> tuple[int, ...]:
@@ -43,7 +44,9 @@ def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: Workers
     jobs = [CaseJob(case, tuple(spec.image_path(case, ch) for ch in spec.channel_names),
                     spec.label_path(case), spec.kspace_path(case), lesion_labels, strip_channel=strip_channel)
             for case in case_ids]
-    results: list[CaseResult] = parallel_map(fingerprint_case, jobs, workers, "fingerprint", enabled=progress)
+    bounded = memory_bounded_workers(workers, len(jobs), GB_PER_CASE)
+    results: list[CaseResult] = parallel_map(fingerprint_case, jobs, bounded, "fingerprint", enabled=progress,
+                                             memory_gb=GB_PER_CASE)
     failed = [r for r in results if r.error]
     if failed:
         listing = "; ".join(f"{r.case_id}: {r.error}" for r in failed[:5])

@@ -25,7 +25,7 @@ import torch
 from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers, is_cluster, parallel_map
+from autopipe.executor import Workers, is_cluster, memory_bounded_workers, parallel_map
 from autopipe.files import number, read_json
 from autopipe.layout import (
     ENSEMBLE,
@@ -49,7 +49,7 @@ from autopipe.predict.models import TrainedModel, shared_ensemble, trained_folds
 from autopipe.predict.scan_contrast import TrainingContrast, training_contrast
 from autopipe.preprocess.acceptance import failed_checks
 from autopipe.preprocess.case import CaseJob
-from autopipe.preprocess.runner import GB_PER_WORKER, ct_statistics, lost_job, memory_bounded_workers, run_job
+from autopipe.preprocess.runner import GB_PER_WORKER, ct_statistics, lost_job, run_job
 from autopipe.preprocess.storage import plan_digest
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,9 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     ct_stats = ct_statistics(workspace, spec, plans.preprocessing)
     jobs = {c: CaseJob(case_id=c, images=images, label=None, out_dir=scratch, plan=plans.preprocessing,
                        digest=digest, ct_stats=ct_stats, qc=False) for c, images in cases.items()}
-    outcomes = parallel_map(run_job, list(jobs.values()), memory_bounded_workers(workers, len(jobs)), "preprocess",
-                            enabled=progress, memory_gb=GB_PER_WORKER, lost=lost_job)
+    bounded = memory_bounded_workers(workers, len(jobs), GB_PER_WORKER)
+    outcomes = parallel_map(run_job, list(jobs.values()), bounded, "preprocess", enabled=progress,
+                            memory_gb=GB_PER_WORKER, lost=lost_job)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
     failed |= _refused(outcomes, _training_reference(workspace, spec, plans), accept_implausible)
     hand = _hand_setup(workspace, spec.name, loaded, device)

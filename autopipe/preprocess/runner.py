@@ -21,7 +21,7 @@ from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import UnreadableImage
 from autopipe.cohort.label_classes import class_order
 from autopipe.errors import AutopipeError, first_line
-from autopipe.executor import Workers, is_cluster, parallel_map
+from autopipe.executor import Workers, is_cluster, memory_bounded_workers, parallel_map
 from autopipe.files import remove_stale_temporaries, write_json
 from autopipe.layout import case_paths, data_identifier
 from autopipe.paths import Workspace
@@ -109,7 +109,7 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: Workers = 1
     write_json(folder / "preprocessing_plan.json", {"digest": digest, "plan": plan})
     for job in todo:  # a redone case is unfinished until its task writes it again: a resubmitted task then skips it
         case_paths(folder, job.case_id)[1].unlink(missing_ok=True)
-    outcomes = parallel_map(run_job, todo, memory_bounded_workers(workers, len(todo)), "preprocess",
+    outcomes = parallel_map(run_job, todo, memory_bounded_workers(workers, len(todo), GB_PER_WORKER), "preprocess",
                             enabled=progress, memory_gb=GB_PER_WORKER, lost=lost_job) if todo else []
     # a worker killed while writing leaves its temporary file; every task is collected now, so none is live
     remove_stale_temporaries(folder, every_host=is_cluster(workers))
@@ -157,33 +157,6 @@ def run_job(job: CaseJob) -> Outcome:
 def lost_job(job: CaseJob, why: str) -> Outcome:
     """The outcome of a case whose cluster workers kept dying while preprocessing it."""
     return Outcome(job.case_id, error=f"not preprocessed: {why}")
-
-
-def memory_bounded_workers(requested: Workers, cases: int, gb_per_worker: float = GB_PER_WORKER) -> Workers:
-    """At most `requested` workers, no more than cases, and no more than available memory allows.
-
-    A Dask cluster is returned as it is: its workers' memory limits and MEMORY_GB resources bound it.
-    """
-    if is_cluster(requested):
-        return requested
-    workers = max(1, min(requested, cases))
-    available = _available_gb()
-    if available is not None and workers * gb_per_worker > available:
-        fitting = max(1, int(available // gb_per_worker))
-        if fitting < workers:
-            log.warning("%.1f GB of memory available: %d worker(s) instead of %d", available, fitting, workers)
-            workers = fitting
-    return workers
-
-
-def _available_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return None
 
 
 def _check_plan_fits(plan: PreprocessingPlan, spec: DatasetSpec) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from autopipe import executor
 from autopipe.cohort.image_io import Volume, bounding_box, to_ras
 from autopipe.files import remove_stale_temporaries
 from autopipe.layout import data_identifier
@@ -624,8 +625,8 @@ def test_format_table_lists_failed_cases_with_their_reason():
     (1.0, 4, 10, 1),  # never below one worker
 ])
 def test_memory_bounded_workers(monkeypatch, available, requested, cases, expected):
-    monkeypatch.setattr(runner, "_available_gb", lambda: available)
-    assert runner.memory_bounded_workers(requested, cases) == expected
+    monkeypatch.setattr(executor, "available_gb", lambda: available)
+    assert executor.memory_bounded_workers(requested, cases, runner.GB_PER_WORKER) == expected
 
 
 def test_remove_stale_temporaries_deletes_only_temporary_files(tmp_path):
