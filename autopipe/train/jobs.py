@@ -18,7 +18,7 @@ from dataclasses import replace
 from autopipe.errors import AutopipeError
 from autopipe.layout import fold_dir, joint_name, kspace_dir, slice_model_dir
 from autopipe.models.checkpoint import checkpoint_path
-from autopipe.models.slice_models import MODEL_NAMES, builds_on_cirim, model_kwargs, planned_models
+from autopipe.models.slice_models import MODEL_NAMES, SLICE_MODELS, builds_on_cirim, model_kwargs, planned_models
 from autopipe.paths import Workspace
 from autopipe.plan.configs import INITIAL_LR, Plans
 from autopipe.plan.planner import NUM_CLASSES
@@ -150,7 +150,15 @@ def slice_jobs(fold: Fold, workspace: Workspace, models: list[str] | None = None
             name=name, fold=fold.name, out_dir=slice_model_dir(workspace, fold.spec.name, name, fold.name),
             plan_digest=fold.digest, train_cases=tuple(train_cases), val_cases=tuple(val_cases),
             task=SliceTask(name, model_kwargs(name, plans), kspace_dir(fold.preprocessed), settings,
-                           (plans.reconstruction if name == "cirim" else plans.multitask).seconds_per_iteration,
+                           _planned_seconds_per_slice(name, plans),
                            plans.multitask.segmentation_classes if plans.multitask else None),
             builds_on=Upstream("cirim", cirim) if builds_on_cirim(name, plans) else None))
     return jobs
+
+
+def _planned_seconds_per_slice(name: str, plans: Plans) -> float | None:
+    """The plan's step estimate for this model: cirim's, or the multitask networks' (CIRIM + U-Net cascades) for
+    those with a reconstruction part; a segmentation U-Net alone has none (the multitask one would overstate it)."""
+    if name == "cirim":
+        return plans.reconstruction.seconds_per_iteration
+    return plans.multitask.seconds_per_iteration if SLICE_MODELS[name].reconstructs else None
