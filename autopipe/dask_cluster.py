@@ -176,7 +176,7 @@ def connect(scheduler: str | None = None, local_workers: int | None = None, memo
         cluster = DaskCluster(client, scheduler)
     else:
         n = local_workers or 1
-        per_worker = memory_gb or (available_gb() or 4.0 * n) / n
+        per_worker = memory_gb or (available_gb() or 4.0 * n) / n  # memory unknown: 4 GB each
         with dask.config.set(NO_MALLOC_TRIM):
             local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                  dashboard_address=None, memory_limit=f"{per_worker:.2f}GB",

@@ -2,8 +2,9 @@
 
 The one seam between the stages and the machines: fingerprint, check, preprocess, predict's preprocessing,
 evaluation and synthesis call `parallel_map(fn, items, workers, ...)` with a plain function from files to
-files. `workers` is a number of local processes, or a connected autopipe.dask_cluster.DaskCluster
-(`--scheduler`, `--cluster local:N`), which runs one task per item on its workers.
+files. `workers` is a number of local processes, or a Cluster: a connected autopipe.dask_cluster.DaskCluster
+(`--scheduler`, `--cluster local:N`), which runs one task per item on its workers. This module does not know
+Dask; the cluster module builds on it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,22 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import Any, Protocol, TypeVar
 
 from autopipe.progress import Progress, track
 
-if TYPE_CHECKING:
-    from autopipe.dask_cluster import DaskCluster
-
 T = TypeVar("T")
 R = TypeVar("R")
-Workers = Union[int, "DaskCluster"]  # local worker processes, or a Dask cluster
+
+
+class Cluster(Protocol):
+    """Machines that run one task per item (autopipe.dask_cluster.DaskCluster)."""
+
+    def map(self, fn: Callable[[T], R], items: list[T], desc: str, enabled: bool = True,
+            memory_gb: float | None = None, lost: Callable[[T, str], R] | None = None) -> list[R]: ...
+
+
+Workers = int | Cluster  # local worker processes, or a cluster
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,14 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: Workers, desc: s
     """`[fn(x) for x in items]` over `workers` (in this process when workers <= 1), with a progress bar.
 
     Results keep the order of `items`. `fn` should catch and return the errors it expects, so one bad case
-    never stops the others; an unexpected exception is re-raised after all finish. On a cluster, `memory_gb`
-    is declared per task and `lost(item, why)` stands in for a task whose workers kept dying.
+    never stops the others; an unexpected exception is re-raised after all finish. `memory_gb` is one task's
+    peak: local processes are as many as the available memory holds, and a cluster is told it per task.
+    `lost(item, why)` stands in for a task whose cluster workers kept dying.
     """
     if is_cluster(workers):
         return workers.map(fn, items, desc, enabled=enabled, memory_gb=memory_gb, lost=lost)
+    if memory_gb:
+        workers = memory_bounded_workers(workers, len(items), memory_gb)
     if workers <= 1 or len(items) <= 1:
         return list(track((fn(x) for x in items), len(items), desc, enabled))
     # spawn, not fork: a process that has already run torch or ITK thread pools deadlocks its forked children

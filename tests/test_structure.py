@@ -15,15 +15,11 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path) -> set[str]:
-    """Every autopipe module `path` imports, anywhere in the file (an import inside a function counts too)."""
+    """Every autopipe module `path` imports, anywhere in the file (inside a function or for type checkers too)."""
     this = _module_name(path)
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):  # imports for type checkers alone are not made at run time
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
     found = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

@@ -39,7 +39,6 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,13 +56,10 @@ from autopipe.cohort.image_io import (
     resample_onto,
     write_volume,
 )
-from autopipe.cohort.import_records import ImportedCase, ImportResult, Skipped
+from autopipe.cohort.import_records import ImportedCase, ImportOptions, ImportResult, Skipped
 from autopipe.errors import AutopipeError
 from autopipe.files import write_json, write_text_atomic
 from autopipe.progress import track
-
-if TYPE_CHECKING:
-    from autopipe.cohort.importing import ImportOptions
 
 FILE_ENDING = ".nii.gz"
 IMAGE_EXTENSIONS = (".nii.gz", ".nii")

@@ -33,7 +33,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -55,14 +54,11 @@ from autopipe.cohort.dicom_series import (
     sort_slices,
 )
 from autopipe.cohort.image_io import Volume, resample_onto, write_volume
-from autopipe.cohort.import_records import ImportedCase, ImportResult, Skipped
+from autopipe.cohort.import_records import ImportedCase, ImportOptions, ImportResult, Skipped
 from autopipe.cohort.sequence_rules import Rules, choice_key, compile_rules, match_series, rules_json
 from autopipe.errors import AutopipeError, first_line
 from autopipe.files import write_json
 from autopipe.progress import track
-
-if TYPE_CHECKING:
-    from autopipe.cohort.importing import ImportOptions
 
 ENDING = ".nii.gz"
 LESION_SEGMENT = re.compile(r"lesion|wmh|white matter hyperintens|plaque|pvl|\bms\b", re.IGNORECASE)

@@ -1,4 +1,5 @@
-"""What `autopipe import` did: the cases it wrote, what it skipped and why, and where each case came from.
+"""What `autopipe import` was asked for (ImportOptions) and what it did: the cases it wrote, what it skipped
+and why, and where each case came from.
 
 Both importers (autopipe.cohort.import_dicom, autopipe.cohort.import_bids) build an ImportResult; this
 module writes its records, each atomically:
@@ -27,6 +28,20 @@ from autopipe.files import write_json
 REPORT_FILE = "import_report.json"
 SOURCES_FILE = "import_sources.json"
 IDENTITIES_SUFFIX = ".identities.json"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What `autopipe import` was asked for (see autopipe.arguments.import_arguments)."""
+
+    kind: str = "auto"  # "auto", "dicom" or "bids"
+    images_only: bool = False
+    rules: Path | None = None
+    show_rules: bool = False
+    channels: tuple[str, ...] = ("FLAIR",)
+    hand_column: str | None = None
+    lesion_desc: str = "lesion"
+    progress: bool = True
 
 
 @dataclass(frozen=True)

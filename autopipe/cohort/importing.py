@@ -9,26 +9,11 @@ by autopipe.cohort.import_records.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from autopipe.cohort.import_records import ImportResult, write_identities, write_records
+from autopipe.cohort.import_records import ImportOptions, ImportResult, write_identities, write_records
 from autopipe.errors import AutopipeError
 from autopipe.files import scratch_folder
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """What `autopipe import` was asked for (see autopipe.arguments.import_arguments)."""
-
-    kind: str = "auto"  # "auto", "dicom" or "bids"
-    images_only: bool = False
-    rules: Path | None = None
-    show_rules: bool = False
-    channels: tuple[str, ...] = ("FLAIR",)
-    hand_column: str | None = None
-    lesion_desc: str = "lesion"
-    progress: bool = True
 
 
 def source_kind(source: Path) -> str:

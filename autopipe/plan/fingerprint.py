@@ -20,7 +20,7 @@ from autopipe.anatomy.head_evidence import STRIPPED_MIN_SHARE
 from autopipe.cohort.clinical import read_hand_function
 from autopipe.cohort.dataset import DatasetSpec
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers, memory_bounded_workers, parallel_map
+from autopipe.executor import Workers, parallel_map
 from autopipe.plan.case_fingerprint import CaseJob, CaseResult, fingerprint_case
 from autopipe.plan.preprocessing import skull_strip_channel
 
@@ -44,8 +44,7 @@ def fingerprint_dataset(spec: DatasetSpec, case_ids: list[str], workers: Workers
     jobs = [CaseJob(case, tuple(spec.image_path(case, ch) for ch in spec.channel_names),
                     spec.label_path(case), spec.kspace_path(case), lesion_labels, strip_channel=strip_channel)
             for case in case_ids]
-    bounded = memory_bounded_workers(workers, len(jobs), GB_PER_CASE)
-    results: list[CaseResult] = parallel_map(fingerprint_case, jobs, bounded, "fingerprint", enabled=progress,
+    results: list[CaseResult] = parallel_map(fingerprint_case, jobs, workers, "fingerprint", enabled=progress,
                                              memory_gb=GB_PER_CASE)
     failed = [r for r in results if r.error]
     if failed:

@@ -25,7 +25,7 @@ import torch
 from autopipe.cohort.dataset import CHANNEL_FILE, DatasetSpec, load_dataset
 from autopipe.cohort.image_io import SUPPORTED_ENDINGS, file_ending, read_volume
 from autopipe.errors import AutopipeError
-from autopipe.executor import Workers, is_cluster, memory_bounded_workers, parallel_map
+from autopipe.executor import Workers, is_cluster, parallel_map
 from autopipe.files import number, read_json
 from autopipe.layout import (
     ENSEMBLE,
@@ -188,8 +188,7 @@ def predict_folder(input_dir: Path, output_dir: Path, root: Path, workspace: Wor
     ct_stats = ct_statistics(workspace, spec, plans.preprocessing)
     jobs = {c: CaseJob(case_id=c, images=images, label=None, out_dir=scratch, plan=plans.preprocessing,
                        digest=digest, ct_stats=ct_stats, qc=False) for c, images in cases.items()}
-    bounded = memory_bounded_workers(workers, len(jobs), GB_PER_WORKER)
-    outcomes = parallel_map(run_job, list(jobs.values()), bounded, "preprocess", enabled=progress,
+    outcomes = parallel_map(run_job, list(jobs.values()), workers, "preprocess", enabled=progress,
                             memory_gb=GB_PER_WORKER, lost=lost_job)
     written, failed = [], {o.case_id: o.error for o in outcomes if o.error}
     failed |= _refused(outcomes, _training_reference(workspace, spec, plans), accept_implausible)

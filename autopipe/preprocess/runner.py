@@ -21,7 +21,7 @@ from autopipe.cohort.dataset import DatasetSpec, load_dataset, training_case_ids
 from autopipe.cohort.image_io import UnreadableImage
 from autopipe.cohort.label_classes import class_order
 from autopipe.errors import AutopipeError, first_line
-from autopipe.executor import Workers, is_cluster, memory_bounded_workers, parallel_map
+from autopipe.executor import Workers, is_cluster, parallel_map
 from autopipe.files import remove_stale_temporaries, write_json
 from autopipe.layout import case_paths, data_identifier
 from autopipe.paths import Workspace
@@ -109,8 +109,8 @@ def preprocess_dataset(root: Path, workspace: Workspace, *, workers: Workers = 1
     write_json(folder / "preprocessing_plan.json", {"digest": digest, "plan": plan})
     for job in todo:  # a redone case is unfinished until its task writes it again: a resubmitted task then skips it
         case_paths(folder, job.case_id)[1].unlink(missing_ok=True)
-    outcomes = parallel_map(run_job, todo, memory_bounded_workers(workers, len(todo), GB_PER_WORKER), "preprocess",
-                            enabled=progress, memory_gb=GB_PER_WORKER, lost=lost_job) if todo else []
+    outcomes = parallel_map(run_job, todo, workers, "preprocess", enabled=progress, memory_gb=GB_PER_WORKER,
+                            lost=lost_job) if todo else []
     # a worker killed while writing leaves its temporary file; every task is collected now, so none is live
     remove_stale_temporaries(folder, every_host=is_cluster(workers))
     failures = {o.case_id: o.error for o in outcomes if o.error}
