@@ -38,11 +38,17 @@ def run(code: Path, cwd: Path, *args: str, check: bool = True) -> str:
     return done.stdout + done.stderr
 
 
-def run_version(commit: str, workdir: Path, raw: Path) -> Path:
+def checkout(commit: str, workdir: Path) -> Path:
+    """The code of `commit` as a git worktree under `workdir` (removed again by `main`)."""
     code = workdir / f"code_{commit}"
     if not code.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(code), commit], check=True,
                        capture_output=True)
+    return code
+
+
+def run_version(commit: str, workdir: Path, raw: Path) -> Path:
+    code = checkout(commit, workdir)
     out = workdir / f"run_{commit}"
     out.mkdir(exist_ok=True)
     if not (out / "raw_data").exists():
@@ -110,14 +116,15 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = args.workdir.resolve()
     raw = workdir / "raw_data"
-    if not (raw / DATASET).exists():
-        code = workdir / f"code_{args.old}"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(code), args.old], check=True,
-                       capture_output=True)
-        run(code, workdir, "synth", str(raw / DATASET), "--cases", "6", "--spacing", "3", "--kspace-slices", "4",
-            "--coils", "4", "--seed", "3", "-j", "1", "-q")
-    old, new = (run_version(commit, workdir, raw) for commit in (args.old, args.new))
-    return 1 if compare(old, new) else 0
+    try:
+        if not (raw / DATASET).exists():
+            run(checkout(args.old, workdir), workdir, "synth", str(raw / DATASET), "--cases", "6", "--spacing", "3",
+                "--kspace-slices", "4", "--coils", "4", "--seed", "3", "-j", "1", "-q")
+        old, new = (run_version(commit, workdir, raw) for commit in (args.old, args.new))
+        return 1 if compare(old, new) else 0
+    finally:
+        for code in workdir.glob("code_*"):
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(code)], capture_output=True)
 
 
 if __name__ == "__main__":

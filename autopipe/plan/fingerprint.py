@@ -25,7 +25,7 @@ from autopipe.plan.case_fingerprint import CaseJob, CaseResult, fingerprint_case
 from autopipe.plan.preprocessing import skull_strip_channel
 
 LESION_WORDS = ("lesion", "wmh", "pvl", "plaque", "hyperintens")
-GB_PER_CASE = 2.0  # peak of a worker fingerprinting a 1 mm head (deepbet included): 1.50 GB, 2026-12-07
+GB_PER_CASE = 2.0  # peak of a task (deepbet included): 1.44-1.62 GB on real heads (benchmarks/fingerprint_memory.py)
 
 
 def lesion_label_values(labels: dict[str, int]) -> tuple[int, ...]:
